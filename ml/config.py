@@ -1,0 +1,106 @@
+"""One configuration for dbt and Python.
+
+The warehouse is the dbt target selected from ``profiles.yml`` (``STOCKCAST_TARGET``, default
+``dev`` = DuckDB). The DuckDB file comes from ``STOCKCAST_DUCKDB_PATH`` and MLflow from
+``MLFLOW_TRACKING_URI``. Python renders the same profile dbt renders, so one setting moves both.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+PROFILE_NAME = "stockcast"
+MODEL_NAME = "stockcast-lstm"
+CHAMPION_ALIAS = "champion"
+EXPERIMENT_NAME = "stockcast"
+
+RAW_SCHEMA = "raw"
+ML_SCHEMA = "ml"
+MARTS_SCHEMA = "marts"
+
+
+def profiles_dir() -> Path:
+    return Path(os.environ.get("DBT_PROFILES_DIR", PROJECT_ROOT)).resolve()
+
+
+def data_dir() -> Path:
+    """Local folder for the embedded warehouse and the MLflow store (``STOCKCAST_HOME``)."""
+    return Path(os.environ.get("STOCKCAST_HOME", Path.cwd() / "data")).resolve()
+
+
+def _render(value: object) -> object:
+    if isinstance(value, str) and "{{" in value:
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined)
+        env.globals["env_var"] = _env_var
+        return env.from_string(value).render()
+    if isinstance(value, dict):
+        return {k: _render(v) for k, v in value.items()}
+    return value
+
+
+def _env_var(name: str, default: str | None = None) -> str:
+    if name in os.environ:
+        return os.environ[name]
+    if default is None:
+        raise KeyError(f"environment variable {name} is required by profiles.yml")
+    return default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved target: what dbt will connect to, and where MLflow lives."""
+
+    target: str
+    adapter_type: str
+    target_config: dict = field(repr=False)
+    duckdb_path: Path | None
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment for a dbt subprocess so it resolves exactly what Python resolved."""
+        env = dict(os.environ)
+        env["STOCKCAST_TARGET"] = self.target
+        if self.duckdb_path is not None:
+            env["STOCKCAST_DUCKDB_PATH"] = str(self.duckdb_path)
+        env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
+        env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        return env
+
+
+def load_settings() -> Settings:
+    profile_path = profiles_dir() / "profiles.yml"
+    profiles = yaml.safe_load(profile_path.read_text())
+    profile = profiles[PROFILE_NAME]
+    target = os.environ.get("STOCKCAST_TARGET") or str(_render(profile.get("target", "dev")))
+    outputs = profile["outputs"]
+    if target not in outputs:
+        raise ValueError(
+            f"STOCKCAST_TARGET={target!r} is not a target in {profile_path} "
+            f"(known: {', '.join(outputs)})"
+        )
+    if "STOCKCAST_DUCKDB_PATH" not in os.environ:
+        # Relative defaults are resolved against the data folder, not wherever dbt happens to run.
+        os.environ["STOCKCAST_DUCKDB_PATH"] = str(data_dir() / "warehouse" / "stockcast.duckdb")
+    config = _render(outputs[target])
+    adapter_type = config["type"]
+    duckdb_path = Path(config["path"]).resolve() if adapter_type == "duckdb" else None
+
+    mlflow_dir = data_dir() / "mlflow"
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
+    artifact_root = os.environ.get("STOCKCAST_MLFLOW_ARTIFACTS") or (mlflow_dir / "artifacts").as_uri()
+    return Settings(
+        target=target,
+        adapter_type=adapter_type,
+        target_config=config,
+        duckdb_path=duckdb_path,
+        mlflow_tracking_uri=tracking_uri,
+        mlflow_artifact_root=artifact_root,
+    )

@@ -1,0 +1,242 @@
+"""The only module that knows DuckDB from BigQuery.
+
+Every other module talks to the warehouse through :class:`Warehouse`: tables are named
+``schema.table`` and data moves as pandas DataFrames. The DuckDB engine is the embedded
+default; the BigQuery engine is selected by the ``bigquery`` dbt target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ml.config import ML_SCHEMA, RAW_SCHEMA, Settings, load_settings
+
+PRICE_COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+
+DDL = {
+    f"{RAW_SCHEMA}.daily_prices": """
+        ticker varchar not null,
+        trade_date date not null,
+        open double not null,
+        high double not null,
+        low double not null,
+        close double not null,
+        adj_close double,
+        volume bigint,
+        source_file varchar not null,
+        ingested_at timestamp not null,
+        primary key (ticker, trade_date)
+    """,
+    f"{RAW_SCHEMA}.rejected_rows": """
+        source_file varchar not null,
+        line_number bigint not null,
+        ticker varchar,
+        trade_date varchar,
+        column_name varchar,
+        reason varchar not null,
+        raw_record varchar,
+        rejected_at timestamp not null
+    """,
+    f"{RAW_SCHEMA}.ingested_files": """
+        source_file varchar not null primary key,
+        content_sha256 varchar not null,
+        layout varchar not null,
+        tickers varchar not null,
+        rows_read bigint not null,
+        rows_inserted bigint not null,
+        rows_updated bigint not null,
+        rows_unchanged bigint not null,
+        rows_refused bigint not null,
+        ingested_at timestamp not null
+    """,
+    f"{ML_SCHEMA}.predicted_prices": """
+        ticker varchar not null,
+        as_of_date date not null,
+        target_date date not null,
+        horizon integer not null,
+        predicted_close double not null,
+        model_name varchar not null,
+        model_version varchar not null,
+        mlflow_run_id varchar not null,
+        scored_at timestamp not null,
+        primary key (ticker, as_of_date, horizon)
+    """,
+}
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+class Warehouse:
+    """Thin engine-specific access. Connections are short-lived: dbt needs the DuckDB file lock."""
+
+    def __init__(self, settings: Settings | None = None):
+        self.settings = settings or load_settings()
+        if self.settings.adapter_type != "duckdb":
+            raise WarehouseError(
+                f"target {self.settings.target!r} uses {self.settings.adapter_type!r}: only the "
+                "DuckDB engine is implemented in this version (BigQuery support is a planned issue)"
+            )
+        self.path = self.settings.duckdb_path
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator:
+        import duckdb
+
+        if read_only and not self.path.exists():
+            raise WarehouseError(f"no warehouse at {self.path}: run `stockcast ingest` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                yield con
+            except BaseException:
+                con.execute("rollback")
+                raise
+            con.execute("commit")
+
+    def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect(read_only=self.path.exists()) as con:
+            return con.execute(sql, params or []).df()
+
+    def table_exists(self, table: str) -> bool:
+        schema, name = table.split(".")
+        if not self.path.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            found = con.execute(
+                "select count(*) from information_schema.tables "
+                "where table_schema = ? and table_name = ?",
+                [schema, name],
+            ).fetchone()[0]
+        return bool(found)
+
+    def ensure_schema(self) -> None:
+        with self.connect() as con:
+            for schema in (RAW_SCHEMA, ML_SCHEMA):
+                con.execute(f"create schema if not exists {schema}")
+            for table, columns in DDL.items():
+                con.execute(f"create table if not exists {table} ({columns})")
+
+    # -- ingest -----------------------------------------------------------------------------
+    def load_price_file(
+        self,
+        prices: pd.DataFrame,
+        rejected: pd.DataFrame,
+        file_record: dict,
+    ) -> UpsertCounts:
+        """Atomically upsert one file's accepted rows and replace its refused-row records.
+
+        ``prices`` has ticker, trade_date, open, high, low, close, adj_close, volume,
+        source_file, ingested_at. Rows whose values equal the stored ones are left untouched
+        (ingested_at included), so loading the same file twice changes nothing.
+        """
+        self.ensure_schema()
+        source_file = file_record["source_file"]
+        staged = prices[["ticker", "trade_date", *PRICE_COLUMNS, "source_file", "ingested_at"]]
+        distinct = " or ".join(f"p.{c} is distinct from s.{c}" for c in PRICE_COLUMNS)
+        with self.transaction() as con:
+            con.register("staged_prices", staged)
+            inserted, updated = con.execute(
+                f"""
+                select
+                    count(*) filter (where p.ticker is null),
+                    count(*) filter (where p.ticker is not null and ({distinct}))
+                from staged_prices s
+                left join {RAW_SCHEMA}.daily_prices p using (ticker, trade_date)
+                """
+            ).fetchone()
+            con.execute(
+                f"""
+                update {RAW_SCHEMA}.daily_prices p set
+                    {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
+                    source_file = s.source_file,
+                    ingested_at = s.ingested_at
+                from staged_prices s
+                where p.ticker = s.ticker and p.trade_date = s.trade_date and ({distinct})
+                """
+            )
+            con.execute(
+                f"""
+                insert into {RAW_SCHEMA}.daily_prices
+                select s.* from staged_prices s
+                where not exists (
+                    select 1 from {RAW_SCHEMA}.daily_prices p
+                    where p.ticker = s.ticker and p.trade_date = s.trade_date
+                )
+                """
+            )
+            con.unregister("staged_prices")
+            con.execute(f"delete from {RAW_SCHEMA}.rejected_rows where source_file = ?", [source_file])
+            if len(rejected):
+                con.register("staged_rejected", rejected)
+                con.execute(
+                    f"""insert into {RAW_SCHEMA}.rejected_rows
+                    select source_file, line_number, ticker, trade_date, column_name, reason,
+                           raw_record, rejected_at
+                    from staged_rejected"""
+                )
+                con.unregister("staged_rejected")
+            record = {
+                **file_record,
+                "rows_inserted": int(inserted),
+                "rows_updated": int(updated),
+                "rows_unchanged": int(len(staged) - inserted - updated),
+            }
+            con.execute(
+                f"delete from {RAW_SCHEMA}.ingested_files where source_file = ?", [source_file]
+            )
+            columns = list(record)
+            con.execute(
+                f"insert into {RAW_SCHEMA}.ingested_files ({', '.join(columns)}) "
+                f"values ({', '.join('?' for _ in columns)})",
+                [record[c] for c in columns],
+            )
+        return UpsertCounts(int(inserted), int(updated), int(len(staged) - inserted - updated))
+
+    # -- forecasts --------------------------------------------------------------------------
+    def replace_predictions(self, predictions: pd.DataFrame) -> int:
+        """Replace the forecasts for each (ticker, as_of_date) in ``predictions`` atomically."""
+        self.ensure_schema()
+        columns = [
+            "ticker", "as_of_date", "target_date", "horizon", "predicted_close",
+            "model_name", "model_version", "mlflow_run_id", "scored_at",
+        ]  # fmt: skip
+        with self.transaction() as con:
+            con.register("staged_predictions", predictions[columns])
+            con.execute(
+                f"""
+                delete from {ML_SCHEMA}.predicted_prices p
+                where exists (
+                    select 1 from staged_predictions s
+                    where s.ticker = p.ticker and s.as_of_date = p.as_of_date
+                )
+                """
+            )
+            con.execute(
+                f"insert into {ML_SCHEMA}.predicted_prices ({', '.join(columns)}) "
+                f"select {', '.join(columns)} from staged_predictions"
+            )
+            con.unregister("staged_predictions")
+        return len(predictions)
