@@ -120,6 +120,27 @@ class Warehouse:
         with self.connect(read_only=self.path.exists()) as con:
             return con.execute(sql, params or []).df()
 
+    def read_table(
+        self,
+        table: str,
+        columns: list[str],
+        filter_in: dict[str, list] | None = None,
+        order_by: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Columns of a table, optionally restricted to rows whose column values are listed."""
+        sql = f"select {', '.join(columns)} from {table}"
+        params: list = []
+        conditions = []
+        for column, values in (filter_in or {}).items():
+            if values:
+                conditions.append(f"{column} in ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if conditions:
+            sql += " where " + " and ".join(conditions)
+        if order_by:
+            sql += " order by " + ", ".join(order_by)
+        return self.query_df(sql, params)
+
     def table_exists(self, table: str) -> bool:
         schema, name = table.split(".")
         if not self.path.exists():

@@ -1,0 +1,58 @@
+# Stockcast: `make help` lists the targets.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+DATA ?=
+SHARED ?= ../shared/data
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: uv
+uv: ## Install uv (the installer) if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+
+.PHONY: install
+install: uv ## Install the locked environment with every extra (TensorFlow included)
+	$(UV) sync --frozen --all-extras
+
+.PHONY: demo
+demo: install ## Main job end to end on DuckDB + local MLflow (DATA=path runs it on your files)
+ifeq ($(strip $(DATA)),)
+	$(UV) run --frozen stockcast demo
+else
+	$(UV) run --frozen stockcast run $(DATA)
+endif
+
+.PHONY: test
+test: install ## Everything CI runs: lint (ruff, sqlfluff), pytest (real dbt, DuckDB, MLflow)
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen sqlfluff lint dbt_project/models dbt_project/macros dbt_project/tests
+	$(UV) run --frozen pytest
+
+.PHONY: lint
+lint: install ## Lint and format-check Python and SQL
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen sqlfluff lint dbt_project/models dbt_project/macros dbt_project/tests
+
+.PHONY: format
+format: install ## Apply ruff and sqlfluff fixes
+	$(UV) run --frozen ruff format .
+	$(UV) run --frozen ruff check --fix .
+	$(UV) run --frozen sqlfluff fix dbt_project/models dbt_project/macros dbt_project/tests
+
+.PHONY: benchmark
+benchmark: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
+	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
+
+.PHONY: mlflow-ui
+mlflow-ui: install ## Open the MLflow UI on http://127.0.0.1:5000 over the local store
+	$(UV) run --frozen mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///data/mlflow/mlflow.db} --host 127.0.0.1 --port 5000
+
+.PHONY: clean
+clean: ## Remove the local warehouse, MLflow store and dbt artefacts (./data)
+	rm -rf data dbt_project/target dbt_project/logs

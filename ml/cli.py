@@ -1,0 +1,211 @@
+"""`stockcast`: the command line. Thin: every command calls a stage function.
+
+Heavy imports (TensorFlow, MLflow, pandas) happen inside commands, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import click
+
+CONFIG_HELP = """
+\b
+Configuration (shared with dbt through profiles.yml):
+  STOCKCAST_TARGET       dbt target: dev (DuckDB, default) or bigquery
+  STOCKCAST_DUCKDB_PATH  DuckDB file (default: ./data/warehouse/stockcast.duckdb)
+  STOCKCAST_HOME         local data folder (default: ./data)
+  MLFLOW_TRACKING_URI    MLflow store (default: sqlite:///./data/mlflow/mlflow.db)
+"""
+
+
+def _echo(message: str) -> None:
+    click.echo(message)
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+@click.group(help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP)
+@click.version_option(package_name="stockcast")
+def main() -> None:
+    pass
+
+
+@main.command(help="Load daily price CSVs (.csv/.csv.gz, files or folders) into raw.daily_prices.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--ticker", help="Ticker for files that carry none (default: from the file name).")
+def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
+    from ml.ingest import ingest_paths
+
+    with click.progressbar(length=1, label="ingesting", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int, path) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
+
+        report = ingest_paths(list(paths), ticker=ticker, progress=progress)
+    for line in report.summary_lines():
+        click.echo(line)
+    if not report.ok:
+        _fail("some files were not loaded (see above); the others were")
+
+
+@main.command(help="Build the dbt models and run every data and unit test (dbt build).")
+@click.option("--select", help="dbt selection, e.g. fct_daily_indicators+")
+def transform(select: str | None) -> None:
+    from ml.transform import DbtError
+    from ml.transform import transform as run_transform
+
+    try:
+        run_transform(select=select, echo=_echo)
+    except DbtError as exc:
+        _fail(str(exc))
+
+
+def _train_options(func=None, *, tickers: bool = True):
+    if func is None:
+        return lambda f: _train_options(f, tickers=tickers)
+    options = [
+        click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping)."),
+        click.option("--window", type=int, default=None, help="Days of features per sample."),
+        click.option("--units", type=int, default=None, help="LSTM units per layer."),
+        click.option("--layers", type=int, default=None, help="Stacked LSTM layers."),
+        click.option("--seed", type=int, default=None, help="Random seed."),
+        click.option(
+            "--max-train-samples", type=int, default=None, help="Subsample the fit set to this."
+        ),
+        click.option("--train-years", type=float, default=None, help="Years of history to fit on."),
+    ]
+    if tickers:
+        options.append(
+            click.option("--ticker", "tickers", multiple=True, help="Train on these tickers only.")
+        )
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _train_config(
+    epochs, window, units, layers, seed, max_train_samples, train_years, tickers=()
+):
+    from dataclasses import replace
+
+    from ml.model import ModelParams
+    from ml.train import TrainConfig
+
+    model_overrides = {
+        k: v
+        for k, v in dict(epochs=epochs, window=window, units=units, layers=layers, seed=seed).items()
+        if v is not None
+    }
+    config = TrainConfig(params=replace(ModelParams(), **model_overrides))
+    overrides = {
+        k: v
+        for k, v in dict(max_train_samples=max_train_samples, train_years=train_years).items()
+        if v is not None
+    }
+    if tickers:
+        overrides["tickers"] = tuple(t.upper() for t in tickers)
+    return replace(config, **overrides)
+
+
+@main.command(help="Train the LSTM on the indicator mart, log to MLflow, register it as champion.")
+@_train_options
+def train(**options) -> None:
+    from ml.train import train as run_train
+
+    try:
+        result = run_train(_train_config(**options), progress=_echo)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(result.metrics.round(4).to_string(index=False))
+    click.echo(f"registered stockcast-lstm v{result.model_version} as champion (run {result.run_id})")
+
+
+@main.command(help="Forecast the next 10 trading days for every ticker with the champion model.")
+@click.option("--ticker", "tickers", multiple=True, help="Only these tickers.")
+def score(tickers: tuple[str, ...]) -> None:
+    from ml.score import score as run_score
+
+    try:
+        result = run_score(tickers=list(tickers) or None, progress=_echo)
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"wrote {result.rows_written} rows to ml.predicted_prices for {result.tickers_scored} "
+        f"tickers (model v{result.model_version}, run {result.run_id})"
+    )
+    if result.tickers_skipped:
+        click.echo(f"skipped, too little history: {', '.join(result.tickers_skipped)}")
+
+
+def _run(paths: list[Path], ticker: str | None, retrain: bool, config=None) -> None:
+    from ml.pipeline import run_pipeline
+    from ml.transform import DbtError
+
+    try:
+        report = run_pipeline(
+            paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo
+        )
+    except (LookupError, ValueError, DbtError) as exc:
+        _fail(str(exc))
+    click.echo(
+        "stage seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())
+    )
+    if not report.ingest_ok:
+        _fail("some input files were not loaded (see the ingest summary); the rest ran")
+
+
+@main.command(help="The main job: ingest -> transform -> train (if no champion) -> score -> marts.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--ticker", help="Ticker for files that carry none.")
+@click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
+@_train_options(tickers=False)
+def run(paths, ticker, retrain, **options) -> None:
+    _run(list(paths), ticker, retrain, _train_config(**options))
+
+
+@main.command(help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`.")
+def demo() -> None:
+    from ml.pipeline import write_demo_prices
+
+    path = write_demo_prices()
+    click.echo(f"demo data: {path} (GOOG daily bars 2004-2013 from the backtesting package)")
+    _run([path], None, retrain=False)
+
+
+@main.command(help="Download daily bars with yfinance (needs a network) and ingest them.")
+@click.argument("tickers", nargs=-1, required=True)
+@click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First date.")
+@click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last date (default: today).")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for the downloaded CSVs.")
+def fetch(tickers, start, end, out) -> None:
+    from ml.config import data_dir
+    from ml.fetch import FetchError, fetch_prices
+    from ml.ingest import ingest_paths
+
+    out = out or data_dir() / "downloads"
+    try:
+        files = fetch_prices(
+            [t.upper() for t in tickers],
+            start=start.date(),
+            end=end.date() if end else date.today(),
+            out_dir=out,
+        )
+    except FetchError as exc:
+        _fail(str(exc))
+    report = ingest_paths(files)
+    for line in report.summary_lines():
+        click.echo(line)
+    if not report.ok:
+        _fail("some downloaded files were not loaded")
+
+
+if __name__ == "__main__":
+    main()

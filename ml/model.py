@@ -1,0 +1,139 @@
+"""The forecasting model: one global Keras LSTM across all tickers.
+
+Pure: arrays in, arrays out, no I/O. Inputs are (samples, window, features) windows from
+:mod:`ml.features`; outputs are log returns from the as-of close for horizons 1..H.
+Normalisation statistics are fit on training arrays only and travel with the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    window: int = 30
+    units: int = 64
+    layers: int = 1
+    dropout: float = 0.1
+    learning_rate: float = 1e-3
+    epochs: int = 8
+    batch_size: int = 512
+    patience: int = 2
+    seed: int = 42
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Standardizer:
+    """Per-column mean/std, fit on training data only."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Standardizer:
+        flat = values.reshape(-1, values.shape[-1]).astype(np.float64)
+        std = flat.std(axis=0)
+        return cls(flat.mean(axis=0), np.where(std > 1e-12, std, 1.0))
+
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        return ((values - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, values: np.ndarray) -> np.ndarray:
+        return values * self.std + self.mean
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Standardizer:
+        return cls(np.asarray(data["mean"]), np.asarray(data["std"]))
+
+
+def set_seeds(seed: int) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_network(window: int, n_features: int, horizons: int, params: ModelParams):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(shape=(window, n_features), name="features")
+    x = inputs
+    for i in range(params.layers):
+        x = layers.LSTM(params.units, return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
+        if params.dropout > 0:
+            x = layers.Dropout(params.dropout, name=f"dropout_{i}")(x)
+    outputs = layers.Dense(horizons, name="log_returns")(x)
+    model = keras.Model(inputs, outputs, name="stockcast_lstm")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
+        loss="mse",
+    )
+    return model
+
+
+@dataclass
+class FittedForecaster:
+    network: object
+    x_scaler: Standardizer
+    y_scaler: Standardizer
+    history: dict
+
+    def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Log returns (samples, horizons) for raw feature windows."""
+        if len(x) == 0:
+            return np.empty((0, self.y_scaler.mean.shape[0]))
+        scaled = self.network.predict(self.x_scaler.transform(x), batch_size=batch_size, verbose=0)
+        return self.y_scaler.inverse(scaled)
+
+
+def fit_forecaster(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_stop: np.ndarray,
+    y_stop: np.ndarray,
+    params: ModelParams,
+    on_epoch=None,
+) -> FittedForecaster:
+    """Fit scalers on the training arrays, then the network with early stopping on ``*_stop``.
+
+    ``x_stop``/``y_stop`` must come after the training period in time (never shuffled in).
+    """
+    import keras
+
+    set_seeds(params.seed)
+    x_scaler = Standardizer.fit(x_train)
+    y_scaler = Standardizer.fit(y_train)
+    network = build_network(x_train.shape[1], x_train.shape[2], y_train.shape[1], params)
+    callbacks = []
+    validation = None
+    if len(x_stop):
+        validation = (x_scaler.transform(x_stop), y_scaler.transform(y_stop))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=params.patience, restore_best_weights=True
+            )
+        )
+    if on_epoch is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=on_epoch))
+    history = network.fit(
+        x_scaler.transform(x_train),
+        y_scaler.transform(y_train),
+        validation_data=validation,
+        epochs=params.epochs,
+        batch_size=params.batch_size,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=0,
+    )
+    return FittedForecaster(network, x_scaler, y_scaler, dict(history.history))

@@ -1,0 +1,167 @@
+"""Train stage: indicator mart -> windows -> LSTM -> MLflow run + registered model.
+
+Time split, never shuffled across time: the last ``validation_days`` trading dates are held
+out for the reported metrics; the ``stop_days`` before them drive early stopping. Samples are
+purged so that no training target reaches into the early-stopping or validation period.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ml.config import MODEL_NAME, load_settings
+from ml.data import load_indicators
+from ml.evaluate import horizon_metrics
+from ml.features import FEATURES, HORIZONS, WindowSet, build_feature_frame, make_windows
+from ml.model import ModelParams
+from ml.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    params: ModelParams = field(default_factory=ModelParams)
+    validation_days: int = 126
+    stop_days: int = 63
+    train_years: float | None = 10.0
+    max_train_samples: int | None = 200_000
+    tickers: tuple[str, ...] | None = None
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_version: str
+    metrics: pd.DataFrame
+    n_train: int
+    n_validation: int
+
+
+@dataclass
+class Split:
+    fit: WindowSet
+    stop: WindowSet
+    validation: WindowSet
+    bounds: dict
+
+
+def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
+    """Purged time split of all windows into fit / early-stopping / validation sets."""
+    dates = np.sort(frame["trade_date"].unique())
+    needed = config.validation_days + config.stop_days + config.params.window + 2 * HORIZONS
+    if len(dates) < needed:
+        raise ValueError(
+            f"only {len(dates)} trading dates in the mart; training needs at least {needed} "
+            f"(window {config.params.window} + early-stopping {config.stop_days} + "
+            f"validation {config.validation_days} + purge gaps)"
+        )
+    val_start = pd.Timestamp(dates[-config.validation_days])
+    stop_start = pd.Timestamp(dates[-(config.validation_days + config.stop_days)])
+    fit_from = None
+    if config.train_years:
+        fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
+    window = config.params.window
+    fit = make_windows(frame, window, as_of_from=fit_from, targets_before=stop_start)
+    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=val_start)
+    validation = make_windows(frame, window, as_of_from=val_start)
+    if config.max_train_samples and len(fit) > config.max_train_samples:
+        rng = np.random.default_rng(config.params.seed)
+        keep = np.zeros(len(fit), bool)
+        keep[rng.choice(len(fit), config.max_train_samples, replace=False)] = True
+        fit = fit.subset(keep)
+    if len(fit) == 0 or len(validation) == 0:
+        raise ValueError("not enough complete windows to train and validate")
+    bounds = {
+        "data_start": str(pd.Timestamp(dates[0]).date()),
+        "data_end": str(pd.Timestamp(dates[-1]).date()),
+        "fit_as_of_start": str(pd.Timestamp(fit.as_of_dates.min()).date()),
+        "fit_as_of_end": str(pd.Timestamp(fit.as_of_dates.max()).date()),
+        "stop_start": str(stop_start.date()),
+        "validation_start": str(val_start.date()),
+    }
+    return Split(fit, stop, validation, bounds)
+
+
+def train(
+    config: TrainConfig | None = None,
+    warehouse: Warehouse | None = None,
+    progress=None,
+) -> TrainResult:
+    """Train, evaluate against naive on the held-out period, log and register the model."""
+    import mlflow
+
+    from ml import registry
+    from ml.model import fit_forecaster
+
+    config = config or TrainConfig()
+    settings = warehouse.settings if warehouse else load_settings()
+    warehouse = warehouse or Warehouse(settings)
+    say = progress or (lambda message: None)
+
+    indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
+    frame = build_feature_frame(indicators)
+    split = split_windows(frame, config)
+    say(
+        f"windows: {len(split.fit):,} fit, {len(split.stop):,} early-stop, "
+        f"{len(split.validation):,} validation across {frame['ticker'].nunique()} tickers"
+    )
+
+    registry.configure(settings)
+    params = config.params
+    with mlflow.start_run(run_name="train") as run:
+        mlflow.set_tags({"stage": "train", "model_name": MODEL_NAME})
+        mlflow.log_params(
+            {
+                **params.as_dict(),
+                **{k: v for k, v in asdict(config).items() if k not in ("params", "tickers")},
+                "n_features": len(FEATURES),
+                "horizons": HORIZONS,
+                "n_tickers": int(frame["ticker"].nunique()),
+                "n_fit_samples": len(split.fit),
+                "n_stop_samples": len(split.stop),
+                "n_validation_samples": len(split.validation),
+                **split.bounds,
+            }
+        )
+        mlflow.log_dict({"features": FEATURES, "horizons": HORIZONS}, "features.json")
+        mlflow.log_text("\n".join(sorted(frame["ticker"].unique())), "tickers.txt")
+
+        def on_epoch(epoch, logs):
+            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch)
+            say(f"epoch {epoch + 1}/{params.epochs}: " + ", ".join(
+                f"{k} {v:.4f}" for k, v in (logs or {}).items()
+            ))  # fmt: skip
+
+        forecaster = fit_forecaster(
+            split.fit.x, split.fit.y, split.stop.x, split.stop.y, params, on_epoch=on_epoch
+        )
+        predicted = forecaster.predict(split.validation.x)
+        metrics = horizon_metrics(
+            split.validation.as_of_close, split.validation.y, predicted, split.validation.tickers
+        )
+        for row in metrics.itertuples():
+            for name in ("mae", "rmse", "mape", "naive_mae", "rel_mae", "directional_accuracy"):
+                mlflow.log_metric(f"val_{name}_h{row.horizon}", getattr(row, name))
+        mlflow.log_metrics(
+            {
+                "val_rel_mae_mean": float(metrics["rel_mae"].mean()),
+                "val_mape_mean": float(metrics["mape"].mean()),
+                "val_naive_mape_mean": float(metrics["naive_mape"].mean()),
+            }
+        )
+        mlflow.log_text(metrics.to_csv(index=False), "validation_metrics.csv")
+        meta = {
+            "features": FEATURES,
+            "window": params.window,
+            "horizons": HORIZONS,
+            "params": params.as_dict(),
+            **split.bounds,
+        }
+        mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")
+        version = registry.log_forecaster(forecaster, meta, split.validation.x[:8])
+        registry.set_champion(version)
+        mlflow.set_tag("registered_version", version)
+    return TrainResult(run.info.run_id, version, metrics, len(split.fit), len(split.validation))

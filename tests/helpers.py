@@ -1,0 +1,61 @@
+"""Small builders shared by the tests (no fixtures with side effects here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+YAHOO = SHARED_DATA / "yahoo_sp500_daily"
+
+
+def read_yahoo(ticker: str) -> pd.DataFrame:
+    frame = pd.read_csv(YAHOO / f"{ticker}.csv.gz", na_values="null").dropna()
+    frame["Date"] = pd.to_datetime(frame["Date"])
+    return frame
+
+
+def indicator_frame(prices: pd.DataFrame, ticker: str) -> pd.DataFrame:
+    """The indicator mart's columns, computed with TA-Lib (the reference the mart must match)."""
+    import talib
+
+    close = prices["Close"].to_numpy(dtype=float)
+    frame = pd.DataFrame(
+        {
+            "ticker": ticker,
+            "trade_date": pd.to_datetime(prices["Date"]).to_numpy(),
+            "open": prices["Open"].to_numpy(float),
+            "high": prices["High"].to_numpy(float),
+            "low": prices["Low"].to_numpy(float),
+            "close": close,
+            "volume": prices["Volume"].to_numpy(float),
+        }
+    )
+    for n in (5, 20, 50):
+        frame[f"sma_{n}"] = talib.SMA(close, n)
+    frame["ema_12"] = talib.EMA(close, 12)
+    frame["ema_26"] = talib.EMA(close, 26)
+    frame["macd"], frame["macd_signal"], frame["macd_hist"] = talib.MACD(close, 12, 26, 9)
+    frame["rsi_14"] = talib.RSI(close, 14)
+    return frame
+
+
+def random_walk_prices(n: int, seed: int, start: str = "2015-01-02") -> pd.DataFrame:
+    """A labelled synthetic OHLCV series on business days (for pure unit tests only)."""
+    rng = np.random.default_rng(seed)
+    close = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
+    open_ = close * np.exp(rng.normal(0, 0.004, n))
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.005, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.005, n)))
+    return pd.DataFrame(
+        {
+            "Date": pd.bdate_range(start, periods=n),
+            "Open": open_,
+            "High": high,
+            "Low": low,
+            "Close": close,
+            "Volume": rng.integers(1_000, 100_000, n),
+        }
+    )
