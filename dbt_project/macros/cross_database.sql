@@ -1,0 +1,42 @@
+{#-
+    Engine differences live here and only here (adapter.dispatch). BigQuery versions
+    (`bigquery__...`) are to be added next to the DuckDB ones.
+-#}
+
+{#- A 64-bit IEEE float type: indicators must be computed in double precision to match
+    TA-Lib. (`dbt.type_float()` is a 32-bit REAL on DuckDB, so it cannot be used.) -#}
+{% macro type_double() -%}
+    {{ return(adapter.dispatch('type_double', 'stockcast')()) }}
+{%- endmacro %}
+
+{% macro default__type_double() -%}
+    double precision
+{%- endmacro %}
+
+{% macro duckdb__type_double() -%}
+    double
+{%- endmacro %}
+
+
+{#- x raised to the power y, both doubles. -#}
+{% macro power(x, y) -%}
+    {{ return(adapter.dispatch('power', 'stockcast')(x, y)) }}
+{%- endmacro %}
+
+{% macro default__power(x, y) -%}
+    power({{ x }}, {{ y }})
+{%- endmacro %}
+
+
+{#- Integer quotient of two non-negative integers, as a 64-bit integer. -#}
+{% macro integer_divide(numerator, denominator) -%}
+    {{ return(adapter.dispatch('integer_divide', 'stockcast')(numerator, denominator)) }}
+{%- endmacro %}
+
+{% macro default__integer_divide(numerator, denominator) -%}
+    cast(floor({{ numerator }} / {{ denominator }}) as {{ dbt.type_bigint() }})
+{%- endmacro %}
+
+{% macro duckdb__integer_divide(numerator, denominator) -%}
+    ({{ numerator }} // {{ denominator }})
+{%- endmacro %}

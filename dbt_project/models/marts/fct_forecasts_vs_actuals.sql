@@ -1,0 +1,93 @@
+-- One row per forecast (ticker, as_of_date, horizon): the prediction next to what happened.
+--   * actual_close: close at target_date, NULL while that bar is not loaded yet;
+--   * as_of_close: last close the model saw (the naive "no change" forecast);
+--   * forecast_error = predicted - actual, naive_error = as_of_close - actual,
+--     pct_error = 100 * forecast_error / actual (percent);
+--   * the as-of date's indicators, for slicing errors by market regime in dashboards.
+with
+
+forecasts as (
+
+    select * from {{ ref('stg_ml__predicted_prices') }}
+
+),
+
+daily_indicators as (
+
+    select * from {{ ref('fct_daily_indicators') }}
+
+),
+
+joined as (
+
+    select
+        forecasts.ticker,
+        forecasts.as_of_date,
+        forecasts.horizon,
+        forecasts.target_date,
+        forecasts.model_name,
+        forecasts.model_version,
+        forecasts.mlflow_run_id,
+        forecasts.scored_at,
+        forecasts.predicted_close,
+        actuals.close as actual_close,
+        as_of.close as as_of_close,
+        as_of.sma_5,
+        as_of.sma_15,
+        as_of.sma_20,
+        as_of.sma_50,
+        as_of.ema_12,
+        as_of.ema_26,
+        as_of.macd,
+        as_of.macd_signal,
+        as_of.macd_hist,
+        as_of.rsi_14
+
+    from forecasts
+    left join daily_indicators as as_of
+        on
+            forecasts.ticker = as_of.ticker
+            and forecasts.as_of_date = as_of.trade_date
+    left join daily_indicators as actuals
+        on
+            forecasts.ticker = actuals.ticker
+            and forecasts.target_date = actuals.trade_date
+
+),
+
+final as (
+
+    select
+        ticker,
+        as_of_date,
+        horizon,
+        target_date,
+        model_name,
+        model_version,
+        mlflow_run_id,
+        scored_at,
+        predicted_close,
+        actual_close,
+        as_of_close,
+        actual_close is not null as is_actual_known,
+        predicted_close - actual_close as forecast_error,
+        abs(predicted_close - actual_close) as abs_error,
+        100 * (predicted_close - actual_close) / actual_close as pct_error,
+        as_of_close - actual_close as naive_error,
+        abs(as_of_close - actual_close) as naive_abs_error,
+        sma_5,
+        sma_15,
+        sma_20,
+        sma_50,
+        ema_12,
+        ema_26,
+        macd,
+        macd_signal,
+        macd_hist,
+        rsi_14
+
+    from joined
+
+)
+
+select * from final
