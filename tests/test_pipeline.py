@@ -1,0 +1,161 @@
+"""The main job end to end on real files: real DuckDB, real dbt build, real MLflow, tiny LSTM."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import pandas as pd
+import pytest
+from helpers import YAHOO
+
+pytest.importorskip("tensorflow")
+
+from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings  # noqa: E402
+from ml.model import ModelParams  # noqa: E402
+from ml.train import TrainConfig  # noqa: E402
+from ml.warehouse import Warehouse  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not YAHOO.exists(), reason="../shared/data is not beside the repo"),
+]
+
+# A long history, a short one (HWM), one with 7 years of flat placeholder bars and zero volumes
+# (AMCR), and one with a 5-business-day gap (every file also carries Yahoo's null bar).
+TICKERS = ["KO", "HWM", "AMCR", "NVDA"]
+TINY = TrainConfig(
+    params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
+    validation_days=60,
+    stop_days=30,
+    max_train_samples=3000,
+)
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    inputs = tmp_path_factory.mktemp("inputs")
+    for ticker in TICKERS:
+        shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs / f"{ticker}.csv.gz")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STOCKCAST_HOME", str(home))
+        patch.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("STOCKCAST_TARGET", raising=False)
+        from ml.pipeline import run_pipeline
+
+        messages: list[str] = []
+        report = run_pipeline([inputs], train_config=TINY, say=messages.append)
+        yield {
+            "report": report,
+            "messages": messages,
+            "inputs": inputs,
+            "warehouse": Warehouse(load_settings()),
+            "settings": load_settings(),
+        }
+
+
+def test_run_writes_ten_forecasts_per_ticker_on_trading_days(pipeline_run):
+    import exchange_calendars as xc
+
+    warehouse = pipeline_run["warehouse"]
+    assert pipeline_run["report"].ingest_ok
+    predictions = warehouse.query_df("select * from ml.predicted_prices")
+    last_bars = warehouse.query_df(
+        "select ticker, max(trade_date) as last_bar from raw.daily_prices group by ticker"
+    )
+    assert sorted(predictions["ticker"].unique()) == sorted(TICKERS)
+    assert predictions.groupby("ticker")["horizon"].apply(sorted).map(list).tolist() == [
+        list(range(1, 11))
+    ] * len(TICKERS)
+    merged = predictions.merge(last_bars, on="ticker")
+    assert (merged["as_of_date"] == merged["last_bar"]).all()
+    calendar = xc.get_calendar("XNYS", start="2021-01-01", end="2022-12-31")
+    sessions = {d.date() for d in calendar.sessions}
+    for _, group in merged.groupby("ticker"):
+        group = group.sort_values("horizon")
+        as_of = group["as_of_date"].iloc[0]
+        expected = sorted(d for d in sessions if d > as_of)[:10]
+        assert [pd.Timestamp(d).date() for d in group["target_date"]] == expected
+    assert (predictions["predicted_close"] > 0).all()
+    assert predictions["model_name"].eq(MODEL_NAME).all()
+
+
+def test_null_bars_are_refused_not_fatal(pipeline_run):
+    refused = pipeline_run["warehouse"].query_df(
+        "select source_file, line_number, reason from raw.rejected_rows"
+    )
+    # Every Yahoo file carries one `null` bar (2022-01-27): refused with its line, the rest loads.
+    assert len(refused) == len(TICKERS)
+    assert refused["reason"].str.contains("null", case=False).all()
+    loaded = pipeline_run["warehouse"].query_df(
+        "select count(*) as n from raw.daily_prices where trade_date = date '2022-01-27'"
+    )
+    assert loaded["n"].iloc[0] == 0
+
+
+def test_champion_is_registered_with_metrics_and_signature(pipeline_run):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(pipeline_run["settings"].mlflow_tracking_uri)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    run = client.get_run(version.run_id)
+    for h in range(1, 11):
+        assert f"val_rel_mae_h{h}" in run.data.metrics
+        assert f"val_naive_mae_h{h}" in run.data.metrics
+    assert run.data.params["window"] == "10"
+    assert run.data.params["validation_start"] > run.data.params["fit_as_of_end"]
+    info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
+    assert info.signature is not None
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 10, 15]
+    predictions = pipeline_run["warehouse"].query_df("select * from ml.predicted_prices")
+    assert predictions["mlflow_run_id"].eq(version.run_id).all()
+    assert predictions["model_version"].eq(str(version.version)).all()
+
+
+def test_forecast_mart_joins_every_forecast(pipeline_run):
+    warehouse = pipeline_run["warehouse"]
+    mart = warehouse.query_df("select * from marts.fct_forecasts_vs_actuals")
+    assert len(mart) == len(TICKERS) * 10
+    indicators = warehouse.query_df("select count(*) as n from marts.fct_daily_indicators")
+    raw = warehouse.query_df("select count(*) as n from raw.daily_prices")
+    assert indicators["n"].iloc[0] == raw["n"].iloc[0]
+
+
+def test_rescoring_replaces_rows_and_a_failed_write_keeps_them(pipeline_run):
+    from ml.score import score
+
+    warehouse = pipeline_run["warehouse"]
+    before = warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
+    result = score(warehouse=warehouse)
+    after = warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
+    assert result.rows_written == len(before) == len(after)
+    pd.testing.assert_series_equal(before["predicted_close"], after["predicted_close"])
+    assert (after["scored_at"] >= before["scored_at"]).all()
+
+    broken = after.copy()
+    broken.loc[broken.index[-1], "predicted_close"] = None  # violates NOT NULL mid-batch
+    with pytest.raises(Exception):  # noqa: B017 - any engine error must abort the whole write
+        warehouse.replace_predictions(broken)
+    kept = warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
+    pd.testing.assert_frame_equal(kept, after)
+
+
+def test_second_run_with_same_input_skips_training_and_changes_nothing(pipeline_run):
+    from ml.pipeline import run_pipeline
+
+    warehouse = pipeline_run["warehouse"]
+    prices_before = warehouse.query_df("select * from raw.daily_prices order by ticker, trade_date")
+    report = run_pipeline([pipeline_run["inputs"]], train_config=TINY, say=lambda m: None)
+    assert report.trained_version is None  # a champion exists: no retraining
+    prices_after = warehouse.query_df("select * from raw.daily_prices order by ticker, trade_date")
+    pd.testing.assert_frame_equal(prices_before, prices_after)
+    counts = warehouse.query_df(
+        "select count(*) as n, count(distinct (ticker, as_of_date, horizon)) as k "
+        "from ml.predicted_prices"
+    )
+    assert counts["n"].iloc[0] == counts["k"].iloc[0] == len(TICKERS) * 10
+    assert max(pd.to_datetime(prices_after["trade_date"])).date() < dt.date.today()
