@@ -1,6 +1,8 @@
--- Exponential moving averages of close (TA-Lib EMA): k = 2 / (n + 1), first value at bar n - 1
--- equal to the SMA of the first n closes, then ema_t = k * close_t + (1 - k) * ema_(t-1).
--- Computed without recursion by the exponential_smoothing macro.
+{#-
+    Exponential moving averages of close (TA-Lib EMA): k = 2 / (n + 1), first value at bar n - 1
+    equal to the SMA of the first n closes, then ema_t = k * close_t + (1 - k) * ema_(t-1).
+    Computed without recursion by the exponential_smoothing macro.
+-#}
 with
 
 prices as (

@@ -1,10 +1,12 @@
--- MACD(12, 26, 9) exactly as TA-Lib's MACD computes it (not from the standalone EMAs):
---   * slow EMA(26) seeded at bar 25 with the SMA of closes 0..25;
---   * fast EMA(12) ALSO seeded at bar 25 (TA-Lib aligns its start with the slow one), with the
---     SMA of closes 14..25;
---   * macd line = fast - slow from bar 25;
---   * signal = EMA(9) of the macd line seeded at bar 33 with the mean of the line over 25..33;
---   * all three outputs are NULL before bar 33, where TA-Lib starts its output.
+{#-
+    MACD(12, 26, 9) exactly as TA-Lib's MACD computes it (not from the standalone EMAs):
+      * slow EMA(26) seeded at bar 25 with the SMA of closes 0..25;
+      * fast EMA(12) ALSO seeded at bar 25 (TA-Lib aligns its start with the slow one), with the
+        SMA of closes 14..25;
+      * macd line = fast - slow from bar 25;
+      * signal = EMA(9) of the macd line seeded at bar 33 with the mean of the line over 25..33;
+      * all three outputs are NULL before bar 33, where TA-Lib starts its output.
+-#}
 with
 
 prices as (

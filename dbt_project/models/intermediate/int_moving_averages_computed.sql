@@ -1,5 +1,7 @@
--- Simple moving averages of close (TA-Lib SMA): the mean of the last n closes, NULL for the
--- first n - 1 bars of each ticker.
+{#-
+    Simple moving averages of close (TA-Lib SMA): the mean of the last n closes, NULL for the
+    first n - 1 bars of each ticker.
+-#}
 {%- set periods = [5, 15, 20, 50] %}
 
 with

@@ -1,5 +1,7 @@
--- One row per (ticker, trade_date): the bar and its technical indicators, equal to TA-Lib's
--- SMA, EMA, MACD(12, 26, 9) and RSI(14) on the ticker's closes (NULL during warm-up).
+{#-
+    One row per (ticker, trade_date): the bar and its technical indicators, equal to TA-Lib's
+    SMA, EMA, MACD(12, 26, 9) and RSI(14) on the ticker's closes (NULL during warm-up).
+-#}
 with
 
 prices as (

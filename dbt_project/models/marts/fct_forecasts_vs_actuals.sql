@@ -1,9 +1,11 @@
--- One row per forecast (ticker, as_of_date, horizon): the prediction next to what happened.
---   * actual_close: close at target_date, NULL while that bar is not loaded yet;
---   * as_of_close: last close the model saw (the naive "no change" forecast);
---   * forecast_error = predicted - actual, naive_error = as_of_close - actual,
---     pct_error = 100 * forecast_error / actual (percent);
---   * the as-of date's indicators, for slicing errors by market regime in dashboards.
+{#-
+    One row per forecast (ticker, as_of_date, horizon): the prediction next to what happened.
+      * actual_close: close at target_date, NULL while that bar is not loaded yet;
+      * as_of_close: last close the model saw (the naive "no change" forecast);
+      * forecast_error = predicted - actual, naive_error = as_of_close - actual,
+        pct_error = 100 * forecast_error / actual (percent);
+      * the as-of date's indicators, for slicing errors by market regime in dashboards.
+-#}
 with
 
 forecasts as (
