@@ -1,0 +1,687 @@
+"""Load daily price CSV files into ``raw.daily_prices``.
+
+``ingest_paths`` reads ``.csv`` / ``.csv.gz`` files (or folders of them), detects the layout from
+the header, validates every row with vectorised pandas, and hands each file's accepted rows and
+refused rows to :meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically.
+This module holds no SQL and does not know which engine is behind the warehouse.
+
+Layouts (header names are matched case-insensitively after trimming; extra columns are ignored):
+
+``yahoo``
+    Yahoo Finance download ``Date,Open,High,Low,Close,Adj Close,Volume``. ``null`` marks a
+    missing value. OHLCV are split-adjusted, ``Adj Close`` also dividend-adjusted.
+``yfinance_history``
+    yfinance ``Ticker.history()`` export ``Date,Open,High,Low,Close,Volume,Dividends,
+    Stock Splits[,Capital Gains]``. Dates are tz-aware timestamps; the trade date is the calendar
+    date written in the timestamp (the exchange's local date). OHLC are already adjusted for
+    splits and dividends, so ``adj_close = close``.
+``alphavantage_daily_adjusted``
+    ``timestamp,open,high,low,close,adjusted_close,volume,dividend_amount,split_coefficient``.
+    OHLC and volume are raw (as traded): they are back-adjusted for splits (prices divided and
+    volume multiplied by the product of the split coefficients of all later dates) so that
+    ``close`` follows Yahoo's split-adjusted convention. ``adj_close = adjusted_close``.
+``long_table``
+    Any of the layouts above or plain OHLC with a ticker column named ``Name``, ``ticker`` or
+    ``symbol`` (e.g. Kaggle ``date,open,high,low,close,volume,Name``).
+``ohlc``
+    ``Date,Open,High,Low,Close[,Volume]`` without an adjusted close.
+
+When the source has no adjusted close (``ohlc``, Kaggle's ``long_table``) ``adj_close`` is
+stored as NULL rather than guessed: the source does not say whether its close is
+dividend-adjusted. Volume is optional everywhere (NULL when the column is absent or empty); a
+fractional volume is rounded to the nearest whole share.
+
+Ticker: the ticker column, else the ``ticker`` argument, else the file name (``AAPL.csv.gz``,
+``DA-AAPL-T-2021-04-21.csv.gz``, ``AAPL_data.csv``, ``^GSPC.csv``), upper-cased and validated
+against ``[A-Z0-9.^-]{1,15}``.
+
+Dates must be ISO ``YYYY-MM-DD`` (optionally followed by a time and a UTC offset).
+
+Rows are refused (recorded in ``raw.rejected_rows`` with the physical line number, header =
+line 1) for: a wrong number of fields; a missing or invalid ticker (ticker column only); an
+unparseable or missing date; a Yahoo ``null`` bar; a missing open/high/low/close; an
+unparseable number; a non-finite or non-positive price; a negative volume; a non-positive
+split coefficient; ``high`` below open/close/low or ``low`` above open/close; a date after
+today in New York; a date on a weekend; and the same (ticker, date) more than once with
+different values (every copy is refused; exact duplicates are silently collapsed to one).
+Weekend bars are refused, not accepted with a flag: US exchanges never trade on Saturday or
+Sunday, so such a bar is a timezone or data-entry error that would put a fake trading day
+into every downstream window. Exchange holidays are not checked here (that needs a calendar
+and is left to the dbt tests). Each refused row gets one record, for its first problem in the
+order above.
+
+File problems (unreadable, not CSV, not gzip despite the name, empty, header only, unknown
+layout, required column missing, invalid ticker from the file name or argument) raise
+:class:`IngestFileError` inside ``ingest_paths``; nothing of that file is written and the
+other files still load.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import re
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --help` stays fast
+    import pandas as pd
+
+    from ml.warehouse import Warehouse
+
+EXCHANGE_TZ = "America/New_York"
+TICKER_PATTERN = re.compile(r"^[A-Z0-9.\-^]{1,15}$")
+OHLC_TOLERANCE = 1e-9  # relative
+_MISSING = ("", "null", "nan", "na", "n/a", "none", "nat")
+MISSING_TOKENS = frozenset(v for m in _MISSING for v in (m, m.upper(), m.capitalize()))
+MISSING_TOKENS |= {"NaN", "N/A"}
+
+LAYOUT_YAHOO = "yahoo"
+LAYOUT_YFINANCE = "yfinance_history"
+LAYOUT_ALPHAVANTAGE = "alphavantage_daily_adjusted"
+LAYOUT_LONG = "long_table"
+LAYOUT_OHLC = "ohlc"
+
+DATE_NAMES = ("date", "timestamp", "datetime")
+ADJ_NAMES = ("adj close", "adj_close", "adjclose", "adjusted_close", "adjusted close")
+TICKER_NAMES = ("name", "ticker", "symbol")
+PRICES = ("open", "high", "low", "close")
+VALUE_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume", "split")
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_TIMESTAMP = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?$"
+)
+_FILE_NAME_TICKER = (
+    re.compile(r"^DA-(?P<t>.+)-T-\d{4}-\d{2}-\d{2}$", re.IGNORECASE),  # Pooksoft Alpha Vantage
+    re.compile(r"^(?P<t>.+)_data$", re.IGNORECASE),  # Kaggle individual_stocks_5yr
+)
+
+ProgressCallback = Callable[[int, int, Path], None]
+
+
+class IngestFileError(Exception):
+    """A whole file cannot be ingested. The message names the file and the problem."""
+
+    def __init__(self, path: Path | str, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass
+class FileResult:
+    file: Path
+    status: str = "ok"  # "ok" or "failed"
+    layout: str | None = None
+    tickers: list[str] = field(default_factory=list)
+    rows_read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    refused: int = 0
+    duplicates_dropped: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def loaded(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def summary_line(self) -> str:
+        if not self.ok:
+            return f"FAILED {self.error}"
+        tickers = (
+            ",".join(self.tickers) if len(self.tickers) <= 5 else f"{len(self.tickers)} tickers"
+        )
+        line = (
+            f"{self.file.name} [{self.layout}, {tickers}]: {self.rows_read} rows read, "
+            f"{self.inserted} inserted, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.refused} refused"
+        )
+        if self.duplicates_dropped:
+            line += f", {self.duplicates_dropped} exact duplicates dropped"
+        return line
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if not f.ok]
+
+    def total(self, attribute: str) -> int:
+        return sum(getattr(f, attribute) for f in self.files)
+
+    def summary_lines(self) -> list[str]:
+        return [f.summary_line() for f in self.files]
+
+
+# -- public entry point ---------------------------------------------------------------------
+def ingest_paths(
+    paths: Iterable[str | Path],
+    warehouse: Warehouse | None = None,
+    ticker: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> IngestReport:
+    """Ingest files and folders (recursively: ``*.csv``, ``*.csv.gz``, sorted) into the warehouse.
+
+    Each file is loaded atomically on its own; a file problem is recorded in the report (status
+    ``failed``) and the remaining files still load. ``progress(done, total, path)`` is called
+    after each file.
+    """
+    if warehouse is None:
+        from ml.warehouse import Warehouse
+
+        warehouse = Warehouse()
+    report = IngestReport()
+    files = expand_paths(paths)
+    total = len(files)
+    for done, (path, problem) in enumerate(files, start=1):
+        result = FileResult(file=path)
+        try:
+            if problem is not None:
+                raise IngestFileError(path, problem)
+            parsed = parse_price_file(path, ticker=ticker)
+            result.layout = parsed.layout
+            result.tickers = parsed.tickers
+            result.rows_read = parsed.rows_read
+            result.refused = len(parsed.rejected)
+            result.duplicates_dropped = parsed.duplicates_dropped
+            counts = warehouse.load_price_file(parsed.prices, parsed.rejected, parsed.file_record)
+            result.inserted, result.updated, result.unchanged = (
+                counts.inserted,
+                counts.updated,
+                counts.unchanged,
+            )
+        except IngestFileError as exc:
+            result.status, result.error = "failed", str(exc)
+        except Exception as exc:  # a warehouse or unexpected error must not stop other files
+            result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
+        report.files.append(result)
+        if progress is not None:
+            progress(done, total, path)
+    return report
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
+    """Resolve paths to files. Returns ``(path, problem)``; problem is None for usable files."""
+    out: list[tuple[Path, str | None]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, problem: str | None) -> None:
+        if path not in seen:
+            seen.add(path)
+            out.append((path, problem))
+
+    for raw in paths:
+        path = Path(raw).expanduser().resolve()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and _is_csv_name(p))
+            if not found:
+                add(path, "folder contains no .csv or .csv.gz files")
+            for p in found:
+                add(p, None)
+        elif not path.exists():
+            add(path, "file not found")
+        elif not _is_csv_name(path):
+            add(path, "not a .csv or .csv.gz file")
+        else:
+            add(path, None)
+    return out
+
+
+def _is_csv_name(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".csv") or name.endswith(".csv.gz")
+
+
+# -- parsing --------------------------------------------------------------------------------
+@dataclass
+class ParsedFile:
+    layout: str
+    tickers: list[str]
+    rows_read: int
+    duplicates_dropped: int
+    prices: pd.DataFrame
+    rejected: pd.DataFrame
+    file_record: dict
+
+
+def ticker_from_file_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".csv"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    for pattern in _FILE_NAME_TICKER:
+        match = pattern.match(name)
+        if match:
+            name = match.group("t")
+            break
+    return name.strip().upper()
+
+
+def valid_ticker(value: str) -> bool:
+    return bool(TICKER_PATTERN.match(value))
+
+
+def read_text(path: Path) -> tuple[str, str]:
+    """Return ``(text, sha256 of the file bytes)``; raise IngestFileError if not a text CSV."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IngestFileError(path, "file not found") from None
+    except OSError as exc:
+        raise IngestFileError(path, f"cannot read file: {exc.strerror or exc}") from None
+    sha256 = hashlib.sha256(data).hexdigest()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestFileError(path, f"corrupt gzip file: {exc}") from None
+    elif path.name.lower().endswith(".gz"):
+        raise IngestFileError(path, "named .gz but is not gzip-compressed")
+    if b"\x00" in data:
+        raise IngestFileError(path, "binary content (NUL bytes): not a CSV text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    return text, sha256
+
+
+def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
+    """Split text into the header fields, header line number and a frame of data records.
+
+    The frame has ``line`` (physical line number of the record's first line), ``raw`` (the
+    record's text), ``nfields`` and one string column per header field (``f0``..). Blank lines
+    are dropped. Without quote characters every physical line is one record (fast path);
+    otherwise the csv module tracks records that span several lines.
+    """
+    import numpy as np
+    import pandas as pd
+
+    lines = _LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    header_index = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if header_index is None:
+        raise IngestFileError(path, "file is empty")
+    header = [h.strip() for h in next(csv.reader([lines[header_index]]))]
+    n = len(header)
+    names = [f"f{i}" for i in range(n)]
+    body_start = header_index + 1
+
+    if '"' not in text:
+        # One record per physical line: split with str.split (C speed), no csv quoting rules.
+        kept = [
+            (i, line) for i, line in enumerate(lines[body_start:], body_start + 1) if line.strip()
+        ]
+        raw = [line for _, line in kept]
+        split = [line.split(",") for line in raw]
+        nfields = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        good = nfields == n
+        frame = pd.DataFrame(
+            {
+                "line": np.fromiter((i for i, _ in kept), dtype=np.int64, count=len(kept)),
+                "raw": pd.Series(raw, dtype=object),
+                "nfields": nfields,
+            }
+        )
+        if good.all():
+            table = np.array(split, dtype=object).reshape(len(split), n)
+        else:
+            table = np.full((len(split), n), "", dtype=object)
+            if good.any():
+                table[good] = np.array(
+                    [r for r, g in zip(split, good, strict=True) if g], dtype=object
+                )
+        for i, name in enumerate(names):
+            frame[name] = table[:, i]
+    else:
+        rows = []
+        reader = csv.reader(io.StringIO("\n".join(lines[body_start:]), newline=""))
+        previous = 0
+        try:
+            for record in reader:
+                start, end = previous + 1, reader.line_num
+                previous = end
+                if not record or (len(record) == 1 and not record[0].strip()):
+                    continue
+                fields = record if len(record) == n else [""] * n
+                raw = "\n".join(lines[body_start + start - 1 : body_start + end])
+                rows.append([body_start + start, raw, len(record), *fields])
+        except csv.Error as exc:
+            line = body_start + previous + 1
+            raise IngestFileError(path, f"malformed CSV near line {line}: {exc}") from None
+        frame = pd.DataFrame(rows, columns=["line", "raw", "nfields", *names])
+    if frame.empty:
+        raise IngestFileError(path, "header only: no data rows")
+    return header, header_index + 1, frame
+
+
+def detect_layout(path: Path, header: list[str]) -> tuple[str, dict[str, int]]:
+    """Map canonical columns (date, open, ..., ticker, split) to header positions."""
+    lower = [h.lower() for h in header]
+    positions: dict[str, int] = {}
+    for i, name in enumerate(lower):
+        positions.setdefault(name, i)
+    dupes = sorted({h for h in lower if lower.count(h) > 1 and h})
+    if dupes:
+        raise IngestFileError(path, f"duplicate column(s) in header: {', '.join(dupes)}")
+
+    def find(names: Iterable[str]) -> int | None:
+        return next((positions[n] for n in names if n in positions), None)
+
+    cols: dict[str, int] = {}
+    date_i = find(DATE_NAMES)
+    found_prices = {p: positions[p] for p in PRICES if p in positions}
+    if date_i is None and not found_prices:
+        raise IngestFileError(
+            path,
+            f"unrecognised layout: header {','.join(header)!r} has no date or price columns "
+            "(expected e.g. Date,Open,High,Low,Close,Adj Close,Volume)",
+        )
+    missing = (["Date"] if date_i is None else []) + [p for p in PRICES if p not in found_prices]
+    is_av = "split_coefficient" in positions or "dividend_amount" in positions
+    if is_av:
+        missing += [c for c in ("adjusted_close", "split_coefficient") if c not in positions]
+    if missing:
+        s = "s" if len(missing) > 1 else ""
+        raise IngestFileError(path, f"required column{s} missing: {', '.join(missing)}")
+    cols["date"] = date_i
+    cols.update(found_prices)
+    adj_i = find(ADJ_NAMES)
+    if adj_i is not None:
+        cols["adj_close"] = adj_i
+    if "volume" in positions:
+        cols["volume"] = positions["volume"]
+    ticker_i = find(TICKER_NAMES)
+    if ticker_i is not None:
+        cols["ticker"] = ticker_i
+    if is_av:
+        cols["split"] = positions["split_coefficient"]
+        return LAYOUT_ALPHAVANTAGE, cols
+    if ticker_i is not None:
+        return LAYOUT_LONG, cols
+    if adj_i is not None:
+        return LAYOUT_YAHOO, cols
+    if "dividends" in positions or "stock splits" in positions:
+        return LAYOUT_YFINANCE, cols
+    return LAYOUT_OHLC, cols
+
+
+def _parse_dates(text: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    dates = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+    retry = dates.isna() & (text.str.len() > 10)
+    if retry.any():
+        day = text[retry].str.extract(_TIMESTAMP, expand=False)
+        dates[retry] = pd.to_datetime(day, format="%Y-%m-%d", errors="coerce")
+    return dates
+
+
+def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
+    """Read and validate one file. Raises IngestFileError for file problems."""
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path).resolve()
+    text, sha256 = read_text(path)
+    header, _, rec = _records(path, text)
+    layout, cols = detect_layout(path, header)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    n = len(rec)
+
+    # -- fields as trimmed strings ----------------------------------------------------------
+    body_text = text[text.find("\n") + 1 :]
+    needs_strip = " " in body_text or "\t" in body_text
+    field = {c: rec[f"f{i}"].str.strip() if needs_strip else rec[f"f{i}"] for c, i in cols.items()}
+    header_name = {c: header[i] for c, i in cols.items()}
+    if "ticker" in cols:
+        codes, uniques = pd.factorize(field["ticker"])
+        upper = pd.Index(uniques).str.upper()
+        tickers = pd.Series(upper.to_numpy()[codes], index=rec.index, dtype=object)
+        ticker_ok = pd.Series(np.asarray(upper.str.match(TICKER_PATTERN.pattern))[codes])
+    else:
+        fixed = (ticker or ticker_from_file_name(path)).strip().upper()
+        origin = "--ticker argument" if ticker else "file name"
+        if not valid_ticker(fixed):
+            raise IngestFileError(
+                path,
+                f"invalid ticker {fixed!r} from the {origin} (expected 1-15 letters, digits, "
+                "'.', '-' or '^'; pass --ticker)",
+            )
+        tickers = pd.Series(fixed, index=rec.index, dtype=object)
+        ticker_ok = pd.Series(True, index=rec.index)
+
+    reason = np.full(n, None, dtype=object)
+    column = np.full(n, None, dtype=object)
+    pending = np.ones(n, dtype=bool)
+
+    def refuse(mask, message, col: str | None = None) -> None:
+        """Refuse rows in ``mask`` not refused yet. ``message`` is a str or ``f(mask) -> strs``."""
+        nonlocal pending
+        m = np.asarray(mask, dtype=bool) & pending
+        if not m.any():
+            return
+        reason[m] = message if isinstance(message, str) else np.asarray(message(m), dtype=object)
+        column[m] = header_name.get(col) if col else None
+        pending = pending & ~m
+
+    def quoted(c: str, m) -> pd.Series:
+        return field[c][m].str.slice(0, 40)
+
+    nfields = rec["nfields"]
+    refuse(
+        nfields != len(header),
+        lambda m: (
+            f"wrong number of fields: expected {len(header)}, found " + nfields[m].astype(str)
+        ),
+    )
+
+    # -- ticker, date ----------------------------------------------------------------------
+    if "ticker" in cols:
+        refuse(tickers == "", "missing ticker", "ticker")
+        refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
+    dates = _parse_dates(field["date"])
+    refuse(field["date"] == "", "missing date", "date")
+    refuse(dates.isna(), "unparseable date (expected YYYY-MM-DD)", "date")
+
+    # -- numbers ---------------------------------------------------------------------------
+    values: dict[str, pd.Series] = {}
+    missing: dict[str, pd.Series] = {}
+    for c in VALUE_COLUMNS:
+        if c in cols:
+            missing[c] = field[c].isin(MISSING_TOKENS)
+            values[c] = pd.to_numeric(field[c].where(~missing[c]), errors="coerce").astype(float)
+    refuse(
+        np.logical_and.reduce([missing[p] for p in PRICES]),
+        "null bar: open, high, low and close are all missing (Yahoo writes 'null' for a day it "
+        "has no data)",
+        "open",
+    )
+    for p in PRICES:
+        refuse(missing[p], f"missing required value in {header_name[p]}", p)
+    if "split" in cols:
+        refuse(missing["split"], "missing split coefficient", "split")
+    for c in values:
+        refuse(
+            ~missing[c] & values[c].isna(),
+            lambda m, c=c: f"unparseable number in {header_name[c]}: " + quoted(c, m),
+            c,
+        )
+    for c in values:
+        refuse(
+            np.isinf(values[c]),
+            lambda m, c=c: f"non-finite value in {header_name[c]}: " + quoted(c, m),
+            c,
+        )
+    for c in (*PRICES, "adj_close"):
+        if c in values:
+            refuse(
+                values[c] <= 0,
+                lambda m, c=c: f"non-positive price in {header_name[c]}: " + quoted(c, m),
+                c,
+            )
+    if "volume" in values:
+        refuse(values["volume"] < 0, lambda m: "negative volume: " + quoted("volume", m), "volume")
+    if "split" in values:
+        refuse(
+            values["split"] <= 0,
+            lambda m: "non-positive split coefficient: " + quoted("split", m),
+            "split",
+        )
+    # Float noise (SPY's yfinance export has high 25.49882316589355 vs close 25.498823165893555)
+    # is tolerated up to a relative OHLC_TOLERANCE and clamped away below; the rest is refused.
+    for bound, others, word, sign in (
+        ("high", ("open", "close", "low"), "below", -1),
+        ("low", ("open", "close"), "above", 1),
+    ):
+        for other in others:
+            limit = values[other] * (1 + sign * OHLC_TOLERANCE)
+            bad = values[bound] < limit if sign < 0 else values[bound] > limit
+            refuse(
+                bad,
+                lambda m, b=bound, o=other, w=word: (
+                    f"{header_name[b]} "
+                    + quoted(b, m)
+                    + f" is {w} {header_name[o]} "
+                    + quoted(o, m)
+                ),
+                bound,
+            )
+    from zoneinfo import ZoneInfo
+
+    today = pd.Timestamp(datetime.now(ZoneInfo(EXCHANGE_TZ)).date())
+    refuse(dates > today, f"date is in the future (today in New York is {today.date()})", "date")
+    refuse(
+        dates.dt.dayofweek >= 5,
+        lambda m: "date falls on a weekend (" + dates[m].dt.day_name() + ")",
+        "date",
+    )
+
+    # -- duplicates --------------------------------------------------------------------------
+    has_key = (dates.notna() & (tickers != "")).to_numpy()
+    keyed = pd.DataFrame({"ticker": tickers, "date": dates, **values})
+    exact = has_key & keyed.duplicated(keep="first").to_numpy()
+    keep = ~exact
+    conflict = np.zeros(n, dtype=bool)
+    candidates = keep & has_key
+    conflict[candidates] = keyed[["ticker", "date"]][candidates].duplicated(keep=False).to_numpy()
+    if conflict.any():
+        lines = (
+            rec["line"][conflict]
+            .astype(str)
+            .groupby([tickers[conflict], dates[conflict]])
+            .transform(", ".join)
+        )
+        refuse(
+            conflict,
+            lambda m: (
+                "same ticker and date appears with different values on lines " + lines[m[conflict]]
+            ),
+            "date",
+        )
+
+    refused = ~pending & keep
+    accepted = pending & keep
+
+    # -- accepted rows -----------------------------------------------------------------------
+    prices = pd.DataFrame(
+        {
+            "ticker": tickers[accepted],
+            "trade_date": dates[accepted],
+            **{p: values[p][accepted] for p in PRICES},
+            "adj_close": values["adj_close"][accepted] if "adj_close" in values else np.nan,
+            "volume": values["volume"][accepted] if "volume" in values else np.nan,
+        }
+    )
+    if layout == LAYOUT_ALPHAVANTAGE:
+        factor = _split_factor(tickers, dates, values["split"], usable=has_key & keep)[accepted]
+        for p in PRICES:
+            prices[p] = prices[p] / factor
+        prices["volume"] = prices["volume"] * factor
+    prices["high"] = prices[["open", "high", "low", "close"]].max(axis=1)
+    prices["low"] = prices[["open", "low", "close"]].min(axis=1)
+    if layout == LAYOUT_YFINANCE:
+        prices["adj_close"] = prices["close"]
+    prices["adj_close"] = prices["adj_close"].astype(float)
+    prices["volume"] = prices["volume"].astype(float).round().astype("Int64")
+    prices["source_file"] = str(path)
+    prices["ingested_at"] = now
+    prices = prices.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
+
+    date_text = field["date"][refused]
+    rejected = pd.DataFrame(
+        {
+            "source_file": str(path),
+            "line_number": rec["line"][refused].astype("int64"),
+            "ticker": tickers[refused].where(tickers[refused] != "", None),
+            "trade_date": date_text.where(date_text != "", None),
+            "column_name": column[refused],
+            "reason": reason[refused],
+            "raw_record": rec["raw"][refused],
+            "rejected_at": now,
+        }
+    ).reset_index(drop=True)
+    if "ticker" in cols:
+        tickers_seen = sorted(set(tickers[has_key & ticker_ok.to_numpy()]))
+    else:
+        tickers_seen = [tickers.iloc[0]]
+    file_record = {
+        "source_file": str(path),
+        "content_sha256": sha256,
+        "layout": layout,
+        "tickers": ",".join(tickers_seen),
+        "rows_read": n,
+        "rows_refused": len(rejected),
+        "ingested_at": now,
+    }
+    return ParsedFile(
+        layout=layout,
+        tickers=tickers_seen,
+        rows_read=n,
+        duplicates_dropped=int(exact.sum()),
+        prices=prices,
+        rejected=rejected,
+        file_record=file_record,
+    )
+
+
+def _split_factor(
+    tickers: pd.Series, dates: pd.Series, split: pd.Series, usable: pd.Series
+) -> pd.Series:
+    """Per row: the product of the split coefficients on all later dates of the same ticker.
+
+    Refused rows still count when their split coefficient is valid: the split happened even if
+    the bar is bad. A missing or invalid coefficient counts as 1 (no split).
+    """
+    import pandas as pd
+
+    coef = split.where(split.notna() & (split > 0) & ~split.isin([float("inf")]), 1.0)
+    per_day = (
+        pd.DataFrame({"ticker": tickers, "date": dates, "coef": coef})[usable]
+        .groupby(["ticker", "date"], sort=True)["coef"]
+        .first()
+        .sort_index(ascending=False)
+    )
+    later = per_day.groupby(level="ticker").cumprod().groupby(level="ticker").shift(1).fillna(1.0)
+    index = pd.MultiIndex.from_arrays([tickers, dates])
+    return pd.Series(later.reindex(index).to_numpy(), index=tickers.index).fillna(1.0)

@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: the shared developer data set and a throwaway warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA_DIR = (Path(__file__).resolve().parent / ".." / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real developer data set (``../shared/data`` relative to the repo); read-only."""
+    if not SHARED_DATA_DIR.is_dir():
+        pytest.skip(f"shared developer data not found at {SHARED_DATA_DIR}")
+    return SHARED_DATA_DIR
+
+
+@pytest.fixture
+def stockcast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point STOCKCAST_HOME and the DuckDB file at a fresh folder under tmp_path."""
+    home = tmp_path / "stockcast_home"
+    home.mkdir()
+    monkeypatch.setenv("STOCKCAST_HOME", str(home))
+    monkeypatch.setenv("STOCKCAST_DUCKDB_PATH", str(home / "warehouse" / "stockcast.duckdb"))
+    monkeypatch.delenv("STOCKCAST_TARGET", raising=False)
+    return home
+
+
+@pytest.fixture
+def warehouse(stockcast_home: Path):
+    """A real Warehouse on an empty DuckDB file in tmp_path, schema created."""
+    from ml.warehouse import Warehouse
+
+    wh = Warehouse()
+    wh.ensure_schema()
+    return wh
