@@ -62,9 +62,7 @@ def _synthetic_flat_series() -> pd.DataFrame:
     """300 moving bars, 2,000 unchanged ones (longer than two smoothing blocks), 100 moving."""
     rng = np.random.default_rng(11)
     moves = np.round(rng.normal(0, 0.5, 400), 2)
-    close = np.concatenate(
-        [50 + np.cumsum(moves[:300]), np.full(2000, np.nan), np.zeros(100)]
-    )
+    close = np.concatenate([50 + np.cumsum(moves[:300]), np.full(2000, np.nan), np.zeros(100)])
     close[300:2300] = close[299]
     close[2300:] = close[299] + np.cumsum(moves[300:])
     close = np.round(np.abs(close) + 1.0, 2)
@@ -151,10 +149,17 @@ def run_dbt_build(db_path: Path, work_dir: Path) -> subprocess.CompletedProcess:
     }
     return subprocess.run(
         [
-            str(dbt), "build",
-            "--project-dir", "dbt_project", "--profiles-dir", ".",
-            "--target-path", str(work_dir / "target"), "--log-path", str(work_dir / "logs"),
-        ],  # fmt: skip
+            str(dbt),
+            "build",
+            "--project-dir",
+            "dbt_project",
+            "--profiles-dir",
+            ".",
+            "--target-path",
+            str(work_dir / "target"),
+            "--log-path",
+            str(work_dir / "logs"),
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -209,9 +214,7 @@ def _compare(frame: pd.DataFrame) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "ticker", [*YAHOO_TICKERS, "GSPC", *KAGGLE_TICKERS, SYNTHETIC_FLAT]
-)
+@pytest.mark.parametrize("ticker", [*YAHOO_TICKERS, "GSPC", *KAGGLE_TICKERS, SYNTHETIC_FLAT])
 def test_indicators_match_talib(mart: pd.DataFrame, ticker: str) -> None:
     frame = mart[mart["ticker"] == ticker]
     assert len(frame) > 0, f"{ticker} missing from the mart"
