@@ -69,17 +69,31 @@ signal_line as (
 
 ),
 
+macd_outputs as (
+
+    select
+        ticker,
+        trade_date,
+        price_index,
+        signal_line as macd_signal,
+        case when price_index >= 33 then macd_line end as macd,
+        case when price_index >= 33 then macd_line - signal_line end as macd_hist
+
+    from signal_line
+
+),
+
 final as (
 
     select
         ticker,
         trade_date,
         price_index,
-        case when price_index >= 33 then macd_line end as macd,
-        signal_line as macd_signal,
-        case when price_index >= 33 then macd_line - signal_line end as macd_hist
+        macd,
+        macd_signal,
+        macd_hist
 
-    from signal_line
+    from macd_outputs
 
 )
 

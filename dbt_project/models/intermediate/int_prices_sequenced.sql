@@ -15,16 +15,16 @@ sequenced as (
     select
         ticker,
         trade_date,
-        row_number() over (
-            partition by ticker
-            order by trade_date
-        ) - 1 as price_index,
         open,
         high,
         low,
         close,
         adj_close,
-        volume
+        volume,
+        row_number() over (
+            partition by ticker
+            order by trade_date
+        ) - 1 as price_index
 
     from prices
 

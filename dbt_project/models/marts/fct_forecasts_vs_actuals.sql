@@ -57,6 +57,21 @@ joined as (
 
 ),
 
+forecast_errors as (
+
+    select
+        *,
+        actual_close is not null as is_actual_known,
+        predicted_close - actual_close as forecast_error,
+        abs(predicted_close - actual_close) as abs_error,
+        100 * (predicted_close - actual_close) / actual_close as pct_error,
+        as_of_close - actual_close as naive_error,
+        abs(as_of_close - actual_close) as naive_abs_error
+
+    from joined
+
+),
+
 final as (
 
     select
@@ -71,12 +86,12 @@ final as (
         predicted_close,
         actual_close,
         as_of_close,
-        actual_close is not null as is_actual_known,
-        predicted_close - actual_close as forecast_error,
-        abs(predicted_close - actual_close) as abs_error,
-        100 * (predicted_close - actual_close) / actual_close as pct_error,
-        as_of_close - actual_close as naive_error,
-        abs(as_of_close - actual_close) as naive_abs_error,
+        is_actual_known,
+        forecast_error,
+        abs_error,
+        pct_error,
+        naive_error,
+        naive_abs_error,
         sma_5,
         sma_15,
         sma_20,
@@ -88,7 +103,7 @@ final as (
         macd_hist,
         rsi_14
 
-    from joined
+    from forecast_errors
 
 )
 
