@@ -75,7 +75,7 @@ def test_run_writes_ten_forecasts_per_ticker_on_trading_days(pipeline_run):
     sessions = {d.date() for d in calendar.sessions}
     for _, group in merged.groupby("ticker"):
         group = group.sort_values("horizon")
-        as_of = group["as_of_date"].iloc[0]
+        as_of = pd.Timestamp(group["as_of_date"].iloc[0]).date()
         expected = sorted(d for d in sessions if d > as_of)[:10]
         assert [pd.Timestamp(d).date() for d in group["target_date"]] == expected
     assert (predictions["predicted_close"] > 0).all()
@@ -110,7 +110,7 @@ def test_champion_is_registered_with_metrics_and_signature(pipeline_run):
     assert run.data.params["validation_start"] > run.data.params["fit_as_of_end"]
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
     assert info.signature is not None
-    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 10, 15]
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 10, 15]
     predictions = pipeline_run["warehouse"].query_df("select * from ml.predicted_prices")
     assert predictions["mlflow_run_id"].eq(version.run_id).all()
     assert predictions["model_version"].eq(str(version.version)).all()
