@@ -11,7 +11,7 @@ prices as (
 
 ),
 
-moving_averages as (
+final as (
 
     select
         ticker,
@@ -54,4 +54,4 @@ moving_averages as (
 
 )
 
-select * from moving_averages
+select * from final

@@ -10,7 +10,7 @@ prices as (
 
 ),
 
-sequenced as (
+final as (
 
     select
         ticker,
@@ -30,4 +30,4 @@ sequenced as (
 
 )
 
-select * from sequenced
+select * from final
