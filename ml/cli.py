@@ -30,7 +30,9 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-@click.group(help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP)
+@click.group(
+    help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP
+)
 @click.version_option(package_name="stockcast")
 def main() -> None:
     pass
@@ -90,9 +92,7 @@ def _train_options(func=None, *, tickers: bool = True):
     return func
 
 
-def _train_config(
-    epochs, window, units, layers, seed, max_train_samples, train_years, tickers=()
-):
+def _train_config(epochs, window, units, layers, seed, max_train_samples, train_years, tickers=()):
     from dataclasses import replace
 
     from ml.model import ModelParams
@@ -100,7 +100,9 @@ def _train_config(
 
     model_overrides = {
         k: v
-        for k, v in dict(epochs=epochs, window=window, units=units, layers=layers, seed=seed).items()
+        for k, v in dict(
+            epochs=epochs, window=window, units=units, layers=layers, seed=seed
+        ).items()
         if v is not None
     }
     config = TrainConfig(params=replace(ModelParams(), **model_overrides))
@@ -124,7 +126,9 @@ def train(**options) -> None:
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     click.echo(result.metrics.round(4).to_string(index=False))
-    click.echo(f"registered stockcast-lstm v{result.model_version} as champion (run {result.run_id})")
+    click.echo(
+        f"registered stockcast-lstm v{result.model_version} as champion (run {result.run_id})"
+    )
 
 
 @main.command(help="Forecast the next 10 trading days for every ticker with the champion model.")
@@ -149,14 +153,11 @@ def _run(paths: list[Path], ticker: str | None, retrain: bool, config=None) -> N
     from ml.transform import DbtError
 
     try:
-        report = run_pipeline(
-            paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo
-        )
+        report = run_pipeline(paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo)
     except (LookupError, ValueError, DbtError) as exc:
         _fail(str(exc))
     click.echo(
-        "stage seconds: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())
+        "stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())
     )
     if not report.ingest_ok:
         _fail("some input files were not loaded (see the ingest summary); the rest ran")
@@ -171,7 +172,9 @@ def run(paths, ticker, retrain, **options) -> None:
     _run(list(paths), ticker, retrain, _train_config(**options))
 
 
-@main.command(help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`.")
+@main.command(
+    help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
+)
 def demo() -> None:
     from ml.pipeline import write_demo_prices
 

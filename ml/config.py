@@ -95,7 +95,9 @@ def load_settings() -> Settings:
 
     mlflow_dir = data_dir() / "mlflow"
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-    artifact_root = os.environ.get("STOCKCAST_MLFLOW_ARTIFACTS") or (mlflow_dir / "artifacts").as_uri()
+    artifact_root = (
+        os.environ.get("STOCKCAST_MLFLOW_ARTIFACTS") or (mlflow_dir / "artifacts").as_uri()
+    )
     return Settings(
         target=target,
         adapter_type=adapter_type,

@@ -43,7 +43,7 @@ def horizon_metrics(
         rows.append(
             {
                 "horizon": h + 1,
-                "n": int(len(actual)),
+                "n": len(actual),
                 "mae": float(np.mean(np.abs(model_err[:, h]))),
                 "rmse": float(np.sqrt(np.mean(model_err[:, h] ** 2))),
                 "mape": float(np.mean(np.abs(model_err[:, h] / actual[:, h])) * 100),

@@ -80,7 +80,11 @@ def run_pipeline(
     report.forecasts_written = scored.rows_written
     say(
         f"wrote {scored.rows_written} forecasts for {scored.tickers_scored} tickers"
-        + (f"; skipped (too little history): {', '.join(scored.tickers_skipped)}" if scored.tickers_skipped else "")
+        + (
+            f"; skipped (too little history): {', '.join(scored.tickers_skipped)}"
+            if scored.tickers_skipped
+            else ""
+        )
     )
     report.stage_seconds["score"] = time.perf_counter() - started
 

@@ -24,7 +24,9 @@ def next_trading_days(as_of_dates: list[pd.Timestamp], count: int) -> dict:
 
     start = min(as_of_dates) - pd.Timedelta(days=7)
     end = max(as_of_dates) + pd.Timedelta(days=count * 2 + 20)
-    calendar = xc.get_calendar("XNYS", start=start.strftime("%Y-%m-%d"), end=end.strftime("%Y-%m-%d"))
+    calendar = xc.get_calendar(
+        "XNYS", start=start.strftime("%Y-%m-%d"), end=end.strftime("%Y-%m-%d")
+    )
     sessions = calendar.sessions.tz_localize(None) if calendar.sessions.tz else calendar.sessions
     sessions = sessions.to_numpy()
     result = {}

@@ -209,7 +209,9 @@ class Warehouse:
                 """
             )
             con.unregister("staged_prices")
-            con.execute(f"delete from {RAW_SCHEMA}.rejected_rows where source_file = ?", [source_file])
+            con.execute(
+                f"delete from {RAW_SCHEMA}.rejected_rows where source_file = ?", [source_file]
+            )
             if len(rejected):
                 con.register("staged_rejected", rejected)
                 con.execute(

@@ -21,9 +21,9 @@ def test_help_does_not_load_heavy_libraries():
     """--help must answer at once: TensorFlow, MLflow and dbt are imported only by commands."""
     code = (
         "import sys; from click.testing import CliRunner; from ml.cli import main; "
-        "[CliRunner().invoke(main, [c, '--help']) for c in %r]; "
+        f"[CliRunner().invoke(main, [c, '--help']) for c in {COMMANDS!r}]; "
         "print(sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'dbt') if m in sys.modules))"
-    ) % COMMANDS
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from ml.model import ModelParams, Standardizer, fit_forecaster  # noqa: E402
+from ml.model import ModelParams, Standardizer, fit_forecaster
 
 TINY = ModelParams(
     window=8, units=8, dropout=0.0, learning_rate=0.01, epochs=15, batch_size=64, seed=7

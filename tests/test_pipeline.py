@@ -11,10 +11,10 @@ from helpers import YAHOO
 
 pytest.importorskip("tensorflow")
 
-from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings  # noqa: E402
-from ml.model import ModelParams  # noqa: E402
-from ml.train import TrainConfig  # noqa: E402
-from ml.warehouse import Warehouse  # noqa: E402
+from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings
+from ml.model import ModelParams
+from ml.train import TrainConfig
+from ml.warehouse import Warehouse
 
 pytestmark = [
     pytest.mark.slow,
