@@ -31,9 +31,9 @@ stored as NULL rather than guessed: the source does not say whether its close is
 dividend-adjusted. Volume is optional everywhere (NULL when the column is absent or empty); a
 fractional volume is rounded to the nearest whole share.
 
-Ticker: the ticker column, else the ``ticker`` argument, else the file name (``AAPL.csv.gz``,
-``DA-AAPL-T-2021-04-21.csv.gz``, ``AAPL_data.csv``, ``^GSPC.csv``), upper-cased and validated
-against ``[A-Z0-9.^-]{1,15}``.
+Ticker: the ticker column (which wins over the argument), else the ``ticker`` argument, else
+the file name (``AAPL.csv.gz``, ``DA-AAPL-T-2021-04-21.csv.gz``, ``AAPL_data.csv``,
+``^GSPC.csv``), upper-cased and validated against ``[A-Z0-9.^-]{1,15}``.
 
 Dates must be ISO ``YYYY-MM-DD`` (optionally followed by a time and a UTC offset).
 
@@ -43,7 +43,11 @@ unparseable or missing date; a Yahoo ``null`` bar; a missing open/high/low/close
 unparseable number; a non-finite or non-positive price; a negative volume; a non-positive
 split coefficient; ``high`` below open/close/low or ``low`` above open/close; a date after
 today in New York; a date on a weekend; and the same (ticker, date) more than once with
-different values (every copy is refused; exact duplicates are silently collapsed to one).
+different values (every copy is refused; copies with equal values are collapsed to the first,
+without a refusal). ``column_name`` is the column's name as written in the file's header.
+A high/low that misses the open/close by float noise only (relative 1e-9, e.g. SPY's
+``25.49882316589355`` vs ``25.498823165893555``) is not a violation: the stored high/low are
+clamped to ``max``/``min`` of the bar so downstream OHLC tests hold exactly.
 Weekend bars are refused, not accepted with a flag: US exchanges never trade on Saturday or
 Sunday, so such a bar is a timezone or data-entry error that would put a fake trading day
 into every downstream window. Exchange holidays are not checked here (that needs a calendar
