@@ -109,12 +109,6 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.x)
 
-    def subset(self, mask: np.ndarray) -> WindowSet:
-        return WindowSet(
-            self.x[mask], self.y[mask], self.tickers[mask], self.as_of_dates[mask],
-            self.as_of_close[mask], self.target_end_dates[mask],
-        )  # fmt: skip
-
 
 def make_windows(
     frame: pd.DataFrame,
@@ -125,6 +119,8 @@ def make_windows(
     as_of_from: pd.Timestamp | None = None,
     as_of_to: pd.Timestamp | None = None,
     targets_before: pd.Timestamp | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
 ) -> WindowSet:
     """Sliding windows of ``window`` consecutive rows per ticker ending at each as-of row.
 
@@ -132,8 +128,10 @@ def make_windows(
     window ending at each ticker's last bar (for scoring). ``as_of_from``/``as_of_to`` bound
     the as-of dates (inclusive) without ever cutting the history a window looks back on;
     ``targets_before`` drops samples whose last target date is on or after it (purging).
+    ``max_samples`` draws a seeded random subset before any window is materialised, so memory
+    stays proportional to the sample, not to the history.
     """
-    xs, ys, tickers, dates, closes, target_ends = [], [], [], [], [], []
+    selected = []  # (ticker, features, targets, dates, closes, target ends, as-of row indices)
     for ticker, group in frame.groupby("ticker", sort=True):
         feats = group[FEATURES].to_numpy(dtype=np.float32)
         if len(feats) < window:
@@ -158,23 +156,38 @@ def make_windows(
             ends = ends[keep]
         if last_only:
             ends = ends[ends == len(feats) - 1]
-        if len(ends) == 0:
-            continue
+        if len(ends):
+            closes = group["close"].to_numpy()
+            selected.append((ticker, feats, targets, trade_dates, closes, target_end, ends))
+
+    total = sum(len(item[-1]) for item in selected)
+    if max_samples is not None and total > max_samples:
+        chosen = np.zeros(total, bool)
+        chosen[np.random.default_rng(seed).choice(total, max_samples, replace=False)] = True
+        offsets = np.cumsum([0] + [len(item[-1]) for item in selected])
+        selected = [
+            (*item[:-1], item[-1][chosen[offsets[i] : offsets[i + 1]]])
+            for i, item in enumerate(selected)
+        ]
+        total = max_samples
+
+    n_features = len(FEATURES)
+    x = np.empty((total, window, n_features), np.float32)
+    y = np.empty((total, HORIZONS), np.float32)
+    tickers = np.empty(total, object)
+    as_of_dates = np.empty(total, "datetime64[ns]")
+    as_of_close = np.empty(total)
+    target_end_dates = np.empty(total, "datetime64[ns]")
+    at = 0
+    for ticker, feats, targets, trade_dates, closes, target_end, ends in selected:
+        n = len(ends)
         view = np.lib.stride_tricks.sliding_window_view(feats, window, axis=0)
         # view[i] is rows i..i+window-1 with the window axis last: (n, features, window).
-        xs.append(np.ascontiguousarray(view[ends - window + 1].transpose(0, 2, 1)))
-        ys.append(targets[ends])
-        tickers.append(np.full(len(ends), ticker, dtype=object))
-        dates.append(trade_dates[ends])
-        closes.append(group["close"].to_numpy()[ends])
-        target_ends.append(target_end[ends])
-    if not xs:
-        empty = np.empty((0, window, len(FEATURES)), np.float32)
-        return WindowSet(
-            empty, np.empty((0, HORIZONS), np.float32), np.empty(0, object),
-            np.empty(0, "datetime64[ns]"), np.empty(0), np.empty(0, "datetime64[ns]"),
-        )  # fmt: skip
-    return WindowSet(
-        np.concatenate(xs), np.concatenate(ys), np.concatenate(tickers),
-        np.concatenate(dates), np.concatenate(closes), np.concatenate(target_ends),
-    )  # fmt: skip
+        x[at : at + n] = view[ends - window + 1].transpose(0, 2, 1)
+        y[at : at + n] = targets[ends]
+        tickers[at : at + n] = ticker
+        as_of_dates[at : at + n] = trade_dates[ends]
+        as_of_close[at : at + n] = closes[ends]
+        target_end_dates[at : at + n] = target_end[ends]
+        at += n
+    return WindowSet(x, y, tickers, as_of_dates, as_of_close, target_end_dates)

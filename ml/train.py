@@ -64,14 +64,16 @@ def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
     if config.train_years:
         fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
     window = config.params.window
-    fit = make_windows(frame, window, as_of_from=fit_from, targets_before=stop_start)
+    fit = make_windows(
+        frame,
+        window,
+        as_of_from=fit_from,
+        targets_before=stop_start,
+        max_samples=config.max_train_samples,
+        seed=config.params.seed,
+    )
     stop = make_windows(frame, window, as_of_from=stop_start, targets_before=val_start)
     validation = make_windows(frame, window, as_of_from=val_start)
-    if config.max_train_samples and len(fit) > config.max_train_samples:
-        rng = np.random.default_rng(config.params.seed)
-        keep = np.zeros(len(fit), bool)
-        keep[rng.choice(len(fit), config.max_train_samples, replace=False)] = True
-        fit = fit.subset(keep)
     if len(fit) == 0 or len(validation) == 0:
         raise ValueError("not enough complete windows to train and validate")
     bounds = {

@@ -78,3 +78,15 @@ def test_scoring_window_ends_at_last_bar(frame):
     assert len(latest) == 1
     assert latest.as_of_dates[0] == features["trade_date"].iloc[-1]
     assert latest.as_of_close[0] == frame["close"].iloc[-1]
+
+
+def test_sampling_draws_a_seeded_subset_of_the_same_windows(frame):
+    features = build_feature_frame(frame)
+    everything = make_windows(features, window=20)
+    sample = make_windows(features, window=20, max_samples=50, seed=3)
+    again = make_windows(features, window=20, max_samples=50, seed=3)
+    assert len(sample) == 50
+    np.testing.assert_array_equal(sample.x, again.x)
+    positions = np.searchsorted(everything.as_of_dates, sample.as_of_dates)
+    np.testing.assert_array_equal(everything.x[positions], sample.x)
+    np.testing.assert_array_equal(everything.y[positions], sample.y)
