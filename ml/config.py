@@ -35,22 +35,25 @@ def data_dir() -> Path:
     return Path(os.environ.get("STOCKCAST_HOME", Path.cwd() / "data")).resolve()
 
 
-def _render(value: object) -> object:
+def _render(value: object, defaults: dict[str, str]) -> object:
+    """Render profiles.yml values the way dbt does (``env_var``), with local defaults."""
     if isinstance(value, str) and "{{" in value:
+
+        def env_var(name: str, default: str | None = None) -> str:
+            if name in os.environ:
+                return os.environ[name]
+            if name in defaults:
+                return defaults[name]
+            if default is None:
+                raise KeyError(f"environment variable {name} is required by profiles.yml")
+            return default
+
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
-        env.globals["env_var"] = _env_var
+        env.globals["env_var"] = env_var
         return env.from_string(value).render()
     if isinstance(value, dict):
-        return {k: _render(v) for k, v in value.items()}
+        return {k: _render(v, defaults) for k, v in value.items()}
     return value
-
-
-def _env_var(name: str, default: str | None = None) -> str:
-    if name in os.environ:
-        return os.environ[name]
-    if default is None:
-        raise KeyError(f"environment variable {name} is required by profiles.yml")
-    return default
 
 
 @dataclass(frozen=True)
@@ -79,17 +82,16 @@ def load_settings() -> Settings:
     profile_path = profiles_dir() / "profiles.yml"
     profiles = yaml.safe_load(profile_path.read_text())
     profile = profiles[PROFILE_NAME]
-    target = os.environ.get("STOCKCAST_TARGET") or str(_render(profile.get("target", "dev")))
+    # Relative defaults resolve against the data folder, not wherever dbt happens to run.
+    defaults = {"STOCKCAST_DUCKDB_PATH": str(data_dir() / "warehouse" / "stockcast.duckdb")}
+    target = str(_render(profile.get("target", "dev"), defaults))
     outputs = profile["outputs"]
     if target not in outputs:
         raise ValueError(
             f"STOCKCAST_TARGET={target!r} is not a target in {profile_path} "
             f"(known: {', '.join(outputs)})"
         )
-    if "STOCKCAST_DUCKDB_PATH" not in os.environ:
-        # Relative defaults are resolved against the data folder, not wherever dbt happens to run.
-        os.environ["STOCKCAST_DUCKDB_PATH"] = str(data_dir() / "warehouse" / "stockcast.duckdb")
-    config = _render(outputs[target])
+    config = _render(outputs[target], defaults)
     adapter_type = config["type"]
     duckdb_path = Path(config["path"]).resolve() if adapter_type == "duckdb" else None
 
