@@ -5,6 +5,8 @@ Heavy imports (TensorFlow, MLflow, pandas) happen inside commands, so `--help` a
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -21,6 +23,15 @@ Configuration (shared with dbt through profiles.yml):
 """
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for Stockcast's own progress: libraries log at warning level and up."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow would reset its logger to INFO on import; keep ours.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+
+
 def _echo(message: str) -> None:
     click.echo(message)
 
@@ -35,7 +46,7 @@ def _fail(message: str) -> None:
 )
 @click.version_option(package_name="stockcast")
 def main() -> None:
-    pass
+    _quiet_libraries()
 
 
 @main.command(help="Load daily price CSVs (.csv/.csv.gz, files or folders) into raw.daily_prices.")

@@ -82,6 +82,7 @@ def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
             python_model=LstmForecaster(),
             artifacts={"network": str(network_path), "scalers": str(scalers_path)},
             signature=infer_signature(example_x, example_y),
+            input_example=example_x[:2],
             registered_model_name=MODEL_NAME,
             pip_requirements=["tensorflow-cpu", "keras>=3", "numpy", "mlflow"],
         )
