@@ -4,8 +4,6 @@ forecasts with actuals and the as-of date's indicators."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -19,64 +17,28 @@ HWM = SHARED_DATA / "yahoo_sp500_daily" / "HWM.csv.gz"
 AS_OF_OFFSET = 5  # the forecast is made 5 bars before the last loaded bar
 
 
-def _dbt(args: list[str], db_path: Path, work_dir: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "STOCKCAST_TARGET": "dev",
-        "STOCKCAST_DUCKDB_PATH": str(db_path),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    return subprocess.run(
-        [
-            str(Path(sys.executable).with_name("dbt")),
-            *args,
-            "--project-dir",
-            "dbt_project",
-            "--profiles-dir",
-            ".",
-            "--target-path",
-            str(work_dir / "target"),
-            "--log-path",
-            str(work_dir / "logs"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     if not HWM.is_file():
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
-    work_dir = tmp_path_factory.mktemp("dbt_build")
-    db_path = work_dir / "warehouse.duckdb"
+    home = tmp_path_factory.mktemp("dbt_build")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STOCKCAST_DUCKDB_PATH", str(db_path))
+        mp.setenv("STOCKCAST_HOME", str(home))
+        mp.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
         mp.setenv("STOCKCAST_TARGET", "dev")
+        from ml.ingest import ingest_paths
+        from ml.transform import transform
         from ml.warehouse import Warehouse
 
         warehouse = Warehouse()
-        warehouse.ensure_schema()
-        with duckdb.connect(str(db_path)) as con:
-            con.execute(
-                """
-                insert into raw.daily_prices
-                select 'HWM', "Date", "Open", "High", "Low", "Close", "Adj Close",
-                       cast("Volume" as bigint), ?, now()
-                from read_csv(?, nullstr = 'null')
-                where "Close" is not null
-                """,
-                [str(HWM), str(HWM)],
-            )
-            dates = [
-                row[0]
-                for row in con.execute(
-                    "select trade_date from raw.daily_prices order by trade_date"
-                ).fetchall()
-            ]
+        db_path = warehouse.path
+        assert ingest_paths([HWM], warehouse=warehouse).ok
+        dates = [
+            d.date()
+            for d in warehouse.query_df(
+                "select trade_date from raw.daily_prices order by trade_date"
+            )["trade_date"]
+        ]
         as_of = dates[-1 - AS_OF_OFFSET]
         future = list(pd.bdate_range(dates[-1], periods=11).date[1:])
         targets = (dates[-AS_OF_OFFSET:] + future)[:10]
@@ -94,8 +56,7 @@ def built(tmp_path_factory):
             }
         )
         warehouse.replace_predictions(predictions)
-    result = _dbt(["build"], db_path, work_dir)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+        transform()  # the product's `dbt build`
     return db_path
 
 

@@ -10,8 +10,6 @@ TA-Lib returns NaN.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,6 @@ import pandas as pd
 import pytest
 
 talib = pytest.importorskip("talib")
-duckdb = pytest.importorskip("duckdb")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("STOCKCAST_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -70,63 +67,21 @@ def _synthetic_flat_series() -> pd.DataFrame:
     return pd.DataFrame({"trade_date": dates.date, "close": close})
 
 
-def _load_direct(con, ticker: str, path: Path, where: str = "true") -> None:
-    """Fallback loader when ml.ingest is not available: Yahoo layout, positive prices only."""
-    con.execute(
-        f"""
-        insert into raw.daily_prices
-        select ? as ticker, "Date", "Open", "High", "Low", "Close", "Adj Close",
-               cast("Volume" as bigint), ?, now()
-        from read_csv(?, nullstr = 'null')
-        where "Close" is not null and "Open" > 0 and "High" > 0 and "Low" > 0 and "Close" > 0
-          and {where}
-        """,
-        [ticker, str(path), str(path)],
-    )
-
-
-def _load_kaggle_direct(con, tickers: list[str]) -> None:
-    con.execute(
-        """
-        insert into raw.daily_prices
-        select "Name", "date", "open", "high", "low", "close", null, cast("volume" as bigint),
-               ?, now()
-        from read_csv(?, nullstr = '')
-        where list_contains(?, "Name") and "open" > 0 and "high" > 0 and "low" > 0
-          and "close" > 0
-        """,
-        [str(KAGGLE), str(KAGGLE), tickers],
-    )
-
-
-def load_prices(db_path: Path) -> str:
-    """Load the test files into a fresh warehouse; returns which loader was used."""
+def load_prices() -> None:
+    """Load the test files into a fresh warehouse through the real ingest."""
+    from ml.ingest import ingest_paths
     from ml.warehouse import Warehouse
 
     warehouse = Warehouse()
-    warehouse.ensure_schema()
     yahoo_files = [YAHOO / f"{t}.csv.gz" for t in YAHOO_TICKERS]
-    try:
-        from ml.ingest import ingest_paths
-    except ImportError:
-        ingest_paths = None
-    if ingest_paths is not None:
-        # Kaggle first: its AAPL rows are then replaced by the Yahoo history, so each ticker's
-        # series comes from one vendor. GSPC rows with open = 0 are refused by ingest.
-        report = ingest_paths([KAGGLE, *yahoo_files, GSPC], warehouse=warehouse)
-        assert report.ok, report.summary_lines()
-        loader = "ml.ingest.ingest_paths"
-    else:
-        with duckdb.connect(str(db_path)) as con:
-            _load_kaggle_direct(con, KAGGLE_TICKERS)
-            for ticker, path in zip(YAHOO_TICKERS, yahoo_files, strict=True):
-                _load_direct(con, ticker, path)
-            _load_direct(con, "GSPC", GSPC)
-        loader = "direct DuckDB"
+    # Kaggle first: its AAPL rows are then replaced by the Yahoo history, so each ticker's
+    # series comes from one vendor. GSPC rows with open = 0 are refused by ingest.
+    report = ingest_paths([KAGGLE, *yahoo_files, GSPC], warehouse=warehouse)
+    assert report.ok, report.summary_lines()
     flat = _synthetic_flat_series().assign(
         ticker=SYNTHETIC_FLAT, source_file="synthetic", ingested_at=pd.Timestamp.now()
     )
-    with duckdb.connect(str(db_path)) as con:
+    with warehouse.connect() as con:
         con.register("flat", flat)
         con.execute(
             """
@@ -136,53 +91,24 @@ def load_prices(db_path: Path) -> str:
             from flat
             """
         )
-    return loader
-
-
-def run_dbt_build(db_path: Path, work_dir: Path) -> subprocess.CompletedProcess:
-    dbt = Path(sys.executable).with_name("dbt")
-    env = {
-        **os.environ,
-        "STOCKCAST_TARGET": "dev",
-        "STOCKCAST_DUCKDB_PATH": str(db_path),
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    }
-    return subprocess.run(
-        [
-            str(dbt),
-            "build",
-            "--project-dir",
-            "dbt_project",
-            "--profiles-dir",
-            ".",
-            "--target-path",
-            str(work_dir / "target"),
-            "--log-path",
-            str(work_dir / "logs"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
 def mart(tmp_path_factory, monkeypatch_module) -> pd.DataFrame:
     if not (YAHOO.is_dir() and KAGGLE.is_file() and GSPC.is_file()):
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
-    work_dir = tmp_path_factory.mktemp("dbt_parity")
-    db_path = work_dir / "warehouse.duckdb"
-    monkeypatch_module.setenv("STOCKCAST_DUCKDB_PATH", str(db_path))
+    home = tmp_path_factory.mktemp("dbt_parity")
+    monkeypatch_module.setenv("STOCKCAST_HOME", str(home))
+    monkeypatch_module.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
     monkeypatch_module.setenv("STOCKCAST_TARGET", "dev")
-    load_prices(db_path)
-    result = run_dbt_build(db_path, work_dir)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    with duckdb.connect(str(db_path), read_only=True) as con:
-        return con.execute(
-            "select * from marts.fct_daily_indicators order by ticker, trade_date"
-        ).df()
+    from ml.transform import transform
+    from ml.warehouse import Warehouse
+
+    load_prices()
+    transform()  # the product's `dbt build`: models, data tests and unit tests
+    return Warehouse().query_df(
+        "select * from marts.fct_daily_indicators order by ticker, trade_date"
+    )
 
 
 @pytest.fixture(scope="module")
