@@ -131,6 +131,7 @@ class FileResult:
     unchanged: int = 0
     refused: int = 0
     duplicates_dropped: int = 0
+    replaced_from: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
     @property
@@ -154,6 +155,9 @@ class FileResult:
         )
         if self.duplicates_dropped:
             line += f", {self.duplicates_dropped} exact duplicates dropped"
+        if self.replaced_from:
+            others = ", ".join(f"{n} from {Path(f).name}" for f, n in self.replaced_from.items())
+            line += f"; updated rows another file had loaded ({others}): check they agree"
         return line
 
 
@@ -213,6 +217,7 @@ def ingest_paths(
                 counts.updated,
                 counts.unchanged,
             )
+            result.replaced_from = counts.replaced_from
         except IngestFileError as exc:
             result.status, result.error = "failed", str(exc)
         except Exception as exc:  # a warehouse or unexpected error must not stop other files

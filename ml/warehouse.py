@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -73,6 +73,9 @@ class UpsertCounts:
     inserted: int
     updated: int
     unchanged: int
+    # Rows this file changed that another file had loaded: a correction, or two vendors
+    # disagreeing about the same (ticker, date). {other source_file: rows}
+    replaced_from: dict[str, int] = field(default_factory=dict)
 
 
 class WarehouseError(RuntimeError):
@@ -188,6 +191,18 @@ class Warehouse:
                 left join {RAW_SCHEMA}.daily_prices p using (ticker, trade_date)
                 """
             ).fetchone()
+            replaced_from = dict(
+                con.execute(
+                    f"""
+                    select p.source_file, count(*)
+                    from staged_prices s
+                    join {RAW_SCHEMA}.daily_prices p using (ticker, trade_date)
+                    where p.source_file <> s.source_file and ({distinct})
+                    group by p.source_file
+                    order by p.source_file
+                    """
+                ).fetchall()
+            )
             con.execute(
                 f"""
                 update {RAW_SCHEMA}.daily_prices p set
@@ -236,7 +251,9 @@ class Warehouse:
                 f"values ({', '.join('?' for _ in columns)})",
                 [record[c] for c in columns],
             )
-        return UpsertCounts(int(inserted), int(updated), int(len(staged) - inserted - updated))
+        return UpsertCounts(
+            int(inserted), int(updated), int(len(staged) - inserted - updated), replaced_from
+        )
 
     # -- forecasts --------------------------------------------------------------------------
     def replace_predictions(self, predictions: pd.DataFrame) -> int:

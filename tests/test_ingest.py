@@ -547,3 +547,23 @@ def test_import_is_light():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_rows_replaced_from_another_file_are_reported(tmp_path, warehouse):
+    header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
+    first = tmp_path / "vendor_a" / "ACME.csv"
+    second = tmp_path / "vendor_b" / "ACME.csv"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    first.write_text(header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10,10,100\n")
+    # Same dates, one disagreeing close (as a split-unadjusted vendor would give).
+    second.write_text(
+        header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10.8,10.8,100\n"
+    )
+    ingest_paths([first], warehouse=warehouse)
+    result = ingest_paths([second], warehouse=warehouse).files[0]
+    assert (result.updated, result.unchanged) == (1, 1)
+    assert result.replaced_from == {str(first.resolve()): 1}
+    assert "1 from ACME.csv" in result.summary_line()
+    again = ingest_paths([second], warehouse=warehouse).files[0]
+    assert again.replaced_from == {} and again.updated == 0
