@@ -35,7 +35,9 @@ Ticker: the ticker column (which wins over the argument), else the ``ticker`` ar
 the file name (``AAPL.csv.gz``, ``DA-AAPL-T-2021-04-21.csv.gz``, ``AAPL_data.csv``,
 ``^GSPC.csv``), upper-cased and validated against ``[A-Z0-9.^-]{1,15}``.
 
-Dates must be ISO ``YYYY-MM-DD`` (optionally followed by a time and a UTC offset).
+Dates are ISO ``YYYY-MM-DD`` (optionally followed by a time and a UTC offset), or slash dates
+``MM/DD/YYYY`` / ``DD/MM/YYYY`` whose order the file itself settles (a day above 12 appears
+within two weeks of daily bars); a file whose slash dates never settle it is a file problem.
 
 Rows are refused (recorded in ``raw.rejected_rows`` with the physical line number, header =
 line 1) for: a wrong number of fields; a missing or invalid ticker (ticker column only); an
@@ -102,6 +104,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?$"
 )
+_SLASH_DATE = re.compile(r"^(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4})(?:[ T][\d:.]+)?$")
 _FILE_NAME_TICKER = (
     re.compile(r"^DA-(?P<t>.+)-T-\d{4}-\d{2}-\d{2}$", re.IGNORECASE),  # Pooksoft Alpha Vantage
     re.compile(r"^(?P<t>.+)_data$", re.IGNORECASE),  # Kaggle individual_stocks_5yr
@@ -435,7 +438,13 @@ def detect_layout(path: Path, header: list[str]) -> tuple[str, dict[str, int]]:
     return LAYOUT_OHLC, cols
 
 
-def _parse_dates(text: pd.Series) -> pd.Series:
+def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
+    """ISO dates (optionally with a time and UTC offset), or slash dates in one file-wide order.
+
+    ``MM/DD/YYYY`` and ``DD/MM/YYYY`` are told apart by the file itself: a daily series has
+    days above 12 within two weeks. A file whose slash dates never show which is which is a
+    file problem rather than a guess.
+    """
     import pandas as pd
 
     dates = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
@@ -443,6 +452,24 @@ def _parse_dates(text: pd.Series) -> pd.Series:
     if retry.any():
         day = text[retry].str.extract(_TIMESTAMP, expand=False)
         dates[retry] = pd.to_datetime(day, format="%Y-%m-%d", errors="coerce")
+    slashed = text[dates.isna()].str.extract(_SLASH_DATE).dropna()
+    if len(slashed):
+        first, second = slashed["a"].astype(int), slashed["b"].astype(int)
+        if (first > 12).any() and not (second > 12).any():
+            order = "%d/%m/%Y"
+        elif (second > 12).any() and not (first > 12).any():
+            order = "%m/%d/%Y"
+        elif not (first > 12).any():
+            raise IngestFileError(
+                path,
+                f"ambiguous dates such as {text[slashed.index[0]]!r}: MM/DD/YYYY or DD/MM/YYYY "
+                "cannot be told apart in this file; write dates as YYYY-MM-DD",
+            )
+        else:
+            order = None  # both parts exceed 12 somewhere: no consistent order, rows refused
+        if order:
+            joined = slashed["a"] + "/" + slashed["b"] + "/" + slashed["y"]
+            dates[slashed.index] = pd.to_datetime(joined, format=order, errors="coerce")
     return dates
 
 
@@ -509,9 +536,13 @@ def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
     if "ticker" in cols:
         refuse(tickers == "", "missing ticker", "ticker")
         refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
-    dates = _parse_dates(field["date"])
+    dates = _parse_dates(field["date"], path)
     refuse(field["date"] == "", "missing date", "date")
-    refuse(dates.isna(), "unparseable date (expected YYYY-MM-DD)", "date")
+    refuse(
+        dates.isna(),
+        "unparseable date (expected YYYY-MM-DD, or MM/DD/YYYY or DD/MM/YYYY throughout)",
+        "date",
+    )
 
     # -- numbers ---------------------------------------------------------------------------
     values: dict[str, pd.Series] = {}

@@ -453,8 +453,16 @@ def test_ohlc_and_value_violations_name_the_column(warehouse, tmp_path):
         [5, "Volume", "negative volume: -5"],
         [6, "Open", "non-positive price in Open: -1"],
         [7, "High", "non-finite value in High: inf"],
-        [8, "Date", "unparseable date (expected YYYY-MM-DD)"],
-        [9, "Date", "unparseable date (expected YYYY-MM-DD)"],
+        [
+            8,
+            "Date",
+            "unparseable date (expected YYYY-MM-DD, or MM/DD/YYYY or DD/MM/YYYY throughout)",
+        ],
+        [
+            9,
+            "Date",
+            "unparseable date (expected YYYY-MM-DD, or MM/DD/YYYY or DD/MM/YYYY throughout)",
+        ],
         [10, "Close", "missing required value in Close"],
         [11, None, "wrong number of fields: expected 7, found 6"],
     ]
@@ -567,3 +575,33 @@ def test_rows_replaced_from_another_file_are_reported(tmp_path, warehouse):
     assert "1 from ACME.csv" in result.summary_line()
     again = ingest_paths([second], warehouse=warehouse).files[0]
     assert again.replaced_from == {} and again.updated == 0
+
+
+@pytest.mark.parametrize(
+    ("first_dates", "order"),
+    [
+        (["03/01/2021", "03/02/2021", "03/15/2021"], "month first"),
+        (["01/03/2021", "02/03/2021", "15/03/2021"], "day first"),
+    ],
+)
+def test_slash_dates_take_their_order_from_the_file(tmp_path, warehouse, first_dates, order):
+    path = tmp_path / "ACME.csv"
+    rows = "".join(f"{d},10,11,9,10.5,100\n" for d in first_dates)
+    path.write_text("Date,Open,High,Low,Close,Volume\n" + rows)
+    report = ingest_paths([path], warehouse=warehouse)
+    assert report.ok, (order, report.summary_lines())
+    stored = warehouse.query_df("select trade_date from raw.daily_prices order by trade_date")
+    assert [str(d.date()) for d in stored["trade_date"]] == [
+        "2021-03-01",
+        "2021-03-02",
+        "2021-03-15",
+    ]
+
+
+def test_ambiguous_slash_dates_are_a_file_problem(tmp_path, warehouse):
+    path = tmp_path / "ACME.csv"
+    path.write_text("Date,Open,High,Low,Close\n03/01/2021,10,11,9,10.5\n03/02/2021,10,11,9,10\n")
+    report = ingest_paths([path], warehouse=warehouse)
+    assert not report.ok
+    assert "ACME.csv" in report.files[0].error and "YYYY-MM-DD" in report.files[0].error
+    assert warehouse.query_df("select count(*) as n from raw.daily_prices")["n"].iloc[0] == 0
