@@ -62,3 +62,128 @@ def horizon_metrics(
             }
         )
     return pd.DataFrame(rows)
+
+
+POOLED = "__all__"
+
+
+def diebold_mariano(loss_differential: np.ndarray, horizon: int) -> tuple[float, float]:
+    """Diebold-Mariano test that a loss differential series has mean zero.
+
+    Newey-West variance with ``horizon - 1`` lags (h-step forecasts overlap), the
+    Harvey-Leybourne-Newbold small-sample correction, and a two-sided Student-t p-value.
+    Negative statistics mean the first model's losses are lower.
+    """
+    from scipy import stats
+
+    d = np.asarray(loss_differential, dtype=float)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    if n < 3:
+        return float("nan"), float("nan")
+    centred = d - d.mean()
+    variance = centred @ centred / n
+    for lag in range(1, min(horizon, n)):
+        variance += 2 * (centred[lag:] @ centred[:-lag]) / n
+    if variance <= 0:
+        return float("nan"), float("nan")
+    statistic = d.mean() / np.sqrt(variance / n)
+    correction = np.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    statistic *= correction
+    p_value = 2 * stats.t.sf(abs(statistic), df=n - 1)
+    return float(statistic), float(p_value)
+
+
+def _interval_scores(group: pd.DataFrame, level: int) -> dict:
+    lower, upper = group[f"lower_{level}"], group[f"upper_{level}"]
+    if lower.isna().all():
+        return {f"coverage_{level}": np.nan, f"width_{level}": np.nan, f"winkler_{level}": np.nan}
+    y = group["actual_log_return"]
+    alpha = 1 - level / 100
+    below, above = (y < lower), (y > upper)
+    width = upper - lower
+    winkler = width + (2 / alpha) * ((lower - y) * below + (y - upper) * above)
+    return {
+        f"coverage_{level}": float(((~below) & (~above)).mean()),
+        # Widths and Winkler scores in percent of the as-of close (log-return points x 100).
+        f"width_{level}": float(width.mean() * 100),
+        f"winkler_{level}": float(winkler.mean() * 100),
+    }
+
+
+def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, ticker, horizon) and pooled (ticker ``__all__``) walk-forward metrics.
+
+    ``forecasts`` is the long format of :mod:`ml.folds`; ``naive_scale`` gives, per (fold,
+    ticker), the mean absolute one-day change of the close over the year of trading days
+    before the fold (MASE's denominator). Every model is compared with the naive forecast on
+    the same (fold, ticker, as-of date, horizon) rows.
+    """
+    frame = forecasts.merge(naive_scale, on=["fold", "ticker"], how="left")
+    close = frame["as_of_close"]
+    actual = close * np.exp(frame["actual_log_return"])
+    frame["error"] = close * np.exp(frame["predicted_log_return"]) - actual
+    frame["abs_error"] = frame["error"].abs()
+    frame["naive_abs_error"] = (close - actual).abs()
+    frame["ape"] = frame["abs_error"] / actual * 100
+    frame["scaled_error"] = frame["abs_error"] / frame["scale"]
+    frame["scaled_naive_error"] = frame["naive_abs_error"] / frame["scale"]
+    moved = frame["actual_log_return"] != 0
+    frame["direction_hit"] = np.where(
+        moved,
+        np.sign(frame["predicted_log_return"]) == np.sign(frame["actual_log_return"]),
+        np.nan,
+    )
+
+    rows = []
+    for (model, horizon), group in frame.groupby(["model", "horizon"], sort=True):
+        gives_direction = (group["predicted_log_return"] != 0).any()
+        per_ticker = group.groupby("ticker")
+        ratios = per_ticker["abs_error"].mean() / per_ticker["naive_abs_error"].mean()
+        ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+        scopes = [(POOLED, group), *per_ticker]
+        for ticker, part in scopes:
+            # DM on the daily mean of scale-free losses, so each date counts once.
+            daily = part.groupby("as_of_date")[["scaled_error", "scaled_naive_error"]].mean()
+            dm_stat, dm_p = diebold_mariano(
+                (daily["scaled_error"] - daily["scaled_naive_error"]).to_numpy(), int(horizon)
+            )
+            naive_mae = part["naive_abs_error"].mean()
+            if ticker == POOLED:  # geometric mean over tickers: price levels do not weigh in
+                rel_mae = float(np.exp(np.log(ratios).mean()))
+            else:
+                rel_mae = float(part["abs_error"].mean() / naive_mae) if naive_mae > 0 else np.nan
+            rows.append(
+                {
+                    "model": model,
+                    "ticker": ticker,
+                    "horizon": int(horizon),
+                    "n_forecasts": len(part),
+                    "mae": float(part["abs_error"].mean()),
+                    "rmse": float(np.sqrt((part["error"] ** 2).mean())),
+                    "mape": float(part["ape"].mean()),
+                    "rel_mae": rel_mae,
+                    "mase": float(part["scaled_error"].mean()),
+                    "directional_accuracy": float(part["direction_hit"].mean())
+                    if gives_direction
+                    else np.nan,
+                    "dm_stat": dm_stat if model != "naive" else np.nan,
+                    "dm_pvalue": dm_p if model != "naive" else np.nan,
+                    **_interval_scores(part, 80),
+                    **_interval_scores(part, 95),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def naive_scales(frame: pd.DataFrame, folds, lookback: int = 252) -> pd.DataFrame:
+    """MASE denominators: per (fold, ticker), mean |close_t - close_(t-1)| over the
+    ``lookback`` trading days before the fold's first as-of date."""
+    rows = []
+    for fold in folds:
+        before = frame[frame["trade_date"] < fold.test_start]
+        for ticker, group in before.groupby("ticker"):
+            changes = group["close"].diff().abs().dropna().tail(lookback)
+            if len(changes) and changes.mean() > 0:
+                rows.append({"fold": fold.index, "ticker": ticker, "scale": changes.mean()})
+    return pd.DataFrame(rows, columns=["fold", "ticker", "scale"])

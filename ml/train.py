@@ -48,18 +48,24 @@ class Split:
     bounds: dict
 
 
-def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
-    """Purged time split of all windows into fit / early-stopping / validation sets."""
-    dates = np.sort(frame["trade_date"].unique())
-    needed = config.validation_days + config.stop_days + config.params.window + 2 * HORIZONS
+def fit_and_stop_windows(
+    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp
+) -> tuple[WindowSet, WindowSet, pd.Timestamp]:
+    """Fit and early-stopping windows for a model that must know nothing from ``before`` on.
+
+    The ``stop_days`` trading dates before ``before`` drive early stopping; fit samples are
+    purged so their targets end before that block, and stop samples so theirs end before
+    ``before``. Returns (fit, stop, stop_start).
+    """
+    dates = np.sort(frame.loc[frame["trade_date"] < before, "trade_date"].unique())
+    needed = config.stop_days + config.params.window + 2 * HORIZONS
     if len(dates) < needed:
         raise ValueError(
-            f"only {len(dates)} trading dates in the mart; training needs at least {needed} "
-            f"(window {config.params.window} + early-stopping {config.stop_days} + "
-            f"validation {config.validation_days} + purge gaps)"
+            f"only {len(dates)} trading dates before {before.date()}; a fit needs at least "
+            f"{needed} (window {config.params.window} + early-stopping {config.stop_days} + "
+            "purge gaps)"
         )
-    val_start = pd.Timestamp(dates[-config.validation_days])
-    stop_start = pd.Timestamp(dates[-(config.validation_days + config.stop_days)])
+    stop_start = pd.Timestamp(dates[-config.stop_days])
     fit_from = None
     if config.train_years:
         fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
@@ -72,10 +78,25 @@ def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
         max_samples=config.max_train_samples,
         seed=config.params.seed,
     )
-    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=val_start)
-    validation = make_windows(frame, window, as_of_from=val_start)
-    if len(fit) == 0 or len(validation) == 0:
-        raise ValueError("not enough complete windows to train and validate")
+    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=before)
+    if len(fit) == 0:
+        raise ValueError(f"no complete training windows before {stop_start.date()}")
+    return fit, stop, stop_start
+
+
+def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
+    """Purged time split of all windows into fit / early-stopping / validation sets."""
+    dates = np.sort(frame["trade_date"].unique())
+    if len(dates) <= config.validation_days:
+        raise ValueError(
+            f"only {len(dates)} trading dates in the mart; validation alone needs "
+            f"{config.validation_days}"
+        )
+    val_start = pd.Timestamp(dates[-config.validation_days])
+    fit, stop, stop_start = fit_and_stop_windows(frame, config, before=val_start)
+    validation = make_windows(frame, config.params.window, as_of_from=val_start)
+    if len(validation) == 0:
+        raise ValueError("not enough complete windows to validate")
     bounds = {
         "data_start": str(pd.Timestamp(dates[0]).date()),
         "data_end": str(pd.Timestamp(dates[-1]).date()),
