@@ -65,6 +65,48 @@ DDL = {
         scored_at timestamp not null,
         primary key (ticker, as_of_date, horizon)
     """,
+    f"{ML_SCHEMA}.backtest_metrics": """
+        backtest_run_id varchar not null,
+        model varchar not null,
+        ticker varchar not null,
+        horizon integer not null,
+        n_forecasts bigint not null,
+        mae double,
+        rmse double,
+        mape double,
+        rel_mae double,
+        mase double,
+        directional_accuracy double,
+        dm_stat double,
+        dm_pvalue double,
+        coverage_80 double,
+        width_80 double,
+        winkler_80 double,
+        coverage_95 double,
+        width_95 double,
+        winkler_95 double,
+        n_folds integer not null,
+        first_as_of date not null,
+        last_as_of date not null,
+        created_at timestamp not null,
+        primary key (backtest_run_id, model, ticker, horizon)
+    """,
+    f"{ML_SCHEMA}.backtest_forecasts": """
+        backtest_run_id varchar not null,
+        model varchar not null,
+        fold integer not null,
+        ticker varchar not null,
+        as_of_date date not null,
+        horizon integer not null,
+        as_of_close double not null,
+        actual_log_return double not null,
+        predicted_log_return double not null,
+        lower_80 double,
+        upper_80 double,
+        lower_95 double,
+        upper_95 double,
+        primary key (backtest_run_id, model, ticker, as_of_date, horizon)
+    """,
 }
 
 
@@ -280,3 +322,31 @@ class Warehouse:
             )
             con.unregister("staged_predictions")
         return len(predictions)
+
+    # -- backtests --------------------------------------------------------------------------
+    def replace_backtest(self, run_id: str, metrics: pd.DataFrame, forecasts: pd.DataFrame, folds):
+        """Store one backtest's metrics and forecasts under its MLflow run id (idempotent)."""
+        self.ensure_schema()
+        stamp = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        metrics = metrics.assign(
+            backtest_run_id=run_id,
+            n_folds=len(folds),
+            first_as_of=folds[0].test_start.date(),
+            last_as_of=folds[-1].test_end.date(),
+            created_at=stamp,
+        )
+        forecasts = forecasts.assign(backtest_run_id=run_id)
+        with self.transaction() as con:
+            for table, frame in (("backtest_metrics", metrics), ("backtest_forecasts", forecasts)):
+                columns = [
+                    row[0]
+                    for row in con.execute(
+                        "select column_name from information_schema.columns "
+                        "where table_schema = ? and table_name = ? order by ordinal_position",
+                        [ML_SCHEMA, table],
+                    ).fetchall()
+                ]
+                con.execute(f"delete from {ML_SCHEMA}.{table} where backtest_run_id = ?", [run_id])
+                con.register("staged", frame[columns])
+                con.execute(f"insert into {ML_SCHEMA}.{table} select * from staged")
+                con.unregister("staged")

@@ -1,0 +1,260 @@
+"""Backtest stage: expanding-window walk-forward evaluation of the LSTM beside baselines.
+
+In every fold each model is fit on data before the fold only (scalers and interval calibration
+included), then forecasts horizons 1..10 as of every trading day of the fold. All models
+forecast the same origins, so every comparison is on the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.config import load_settings
+from ml.data import load_indicators
+from ml.evaluate import POOLED, backtest_metrics, naive_scales
+from ml.features import FEATURES, HORIZONS, WindowSet, build_feature_frame, make_windows
+from ml.folds import Fold, forecast_frame, make_folds
+from ml.train import TrainConfig, fit_and_stop_windows
+from ml.warehouse import Warehouse
+
+VOLATILITY = FEATURES.index("volatility_20")
+MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm")
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    n_folds: int = 4
+    test_days: int = 21
+    models: tuple[str, ...] = MODEL_NAMES
+    train: TrainConfig = field(default_factory=TrainConfig)
+    peer_epochs: int = 5
+    tickers: tuple[str, ...] | None = None
+
+    def as_params(self) -> dict:
+        return {
+            "n_folds": self.n_folds,
+            "test_days": self.test_days,
+            "models": ",".join(self.models),
+            "peer_epochs": self.peer_epochs,
+            **{f"lstm_{k}": v for k, v in self.train.params.as_dict().items()},
+            **{
+                k: v
+                for k, v in asdict(self.train).items()
+                if k not in ("params", "tickers", "validation_days")
+            },
+        }
+
+
+@dataclass
+class BacktestResult:
+    folds: list[Fold]
+    forecasts: pd.DataFrame
+    metrics: pd.DataFrame
+    run_id: str | None = None
+
+    def pooled(self) -> pd.DataFrame:
+        return self.metrics[self.metrics["ticker"] == POOLED].drop(columns="ticker")
+
+
+Forecaster = Callable[[pd.DataFrame, Fold, WindowSet, BacktestConfig], tuple]
+
+
+def _lstm(frame, fold, origins, config):
+    """The Stockcast LSTM refit on the fold's past; intervals calibrated on its stop block."""
+    from ml import intervals
+    from ml.model import fit_forecaster
+
+    fit, stop, _ = fit_and_stop_windows(frame, config.train, before=fold.test_start)
+    model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, config.train.params)
+    predicted = model.predict(origins.x)
+    if len(stop) == 0:
+        return predicted, None
+    residuals = stop.y - model.predict(stop.x)
+    quantiles = intervals.calibrate(residuals, stop.x[:, -1, VOLATILITY])
+    return predicted, intervals.apply(predicted, origins.x[:, -1, VOLATILITY], quantiles)
+
+
+def _naive(frame, fold, origins, config):
+    from ml.baselines import naive_forecasts
+
+    return naive_forecasts(origins), None
+
+
+def _drift(frame, fold, origins, config):
+    from ml.baselines import drift_forecasts
+
+    return drift_forecasts(frame, origins), None
+
+
+def _ets(frame, fold, origins, config):
+    from ml.baselines import classical_forecasts
+
+    return classical_forecasts(frame, fold, origins, model="AutoETS")
+
+
+def _peer_lstm(frame, fold, origins, config):
+    from ml.baselines import peer_lstm_forecasts
+
+    predicted = peer_lstm_forecasts(
+        frame, fold, origins, epochs=config.peer_epochs, seed=config.train.params.seed
+    )
+    return predicted, None
+
+
+FORECASTERS: dict[str, Forecaster] = {
+    "lstm": _lstm,
+    "naive": _naive,
+    "drift": _drift,
+    "ets": _ets,
+    "peer_lstm": _peer_lstm,
+}
+
+
+def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> BacktestResult:
+    """Walk forward over the folds; pure apart from model fitting (no I/O)."""
+    say = progress or (lambda message: None)
+    unknown = set(config.models) - set(FORECASTERS)
+    if unknown:
+        raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(FORECASTERS)}")
+    folds = make_folds(frame["trade_date"], config.n_folds, config.test_days)
+    forecasts = []
+    for fold in folds:
+        origins = make_windows(
+            frame,
+            config.train.params.window,
+            as_of_from=fold.test_start,
+            as_of_to=fold.test_end,
+        )
+        if len(origins) == 0:
+            raise ValueError(f"fold {fold.index} has no complete forecast origins")
+        say(
+            f"fold {fold.index + 1}/{len(folds)}: as-of {fold.test_start.date()}.."
+            f"{fold.test_end.date()}, {len(origins):,} origins"
+        )
+        for name in config.models:
+            predicted, bounds = FORECASTERS[name](frame, fold, origins, config)
+            predicted = np.asarray(predicted, dtype=float)
+            keys = (origins.tickers, origins.as_of_dates, origins.as_of_close, origins.y)
+            forecasts.append(forecast_frame(name, fold.index, *keys, predicted, bounds))
+            say(f"  {name}: done")
+    forecasts = pd.concat(forecasts, ignore_index=True)
+    metrics = backtest_metrics(forecasts, naive_scales(frame, folds))
+    return BacktestResult(folds, forecasts, metrics)
+
+
+def summary_table(result: BacktestResult) -> pd.DataFrame:
+    """Pooled relative MAE by model (rows) and horizon (columns), plus interval coverage."""
+    pooled = result.pooled()
+    table = pooled.pivot(index="model", columns="horizon", values="rel_mae")
+    table.columns = [f"h{h}" for h in table.columns]
+    means = pooled.groupby("model")[["mase", "coverage_80", "coverage_95", "dm_pvalue"]].mean()
+    return table.join(means.rename(columns=lambda c: f"mean_{c}"))
+
+
+def _plots(result: BacktestResult, frame: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pooled = result.pooled()
+    paths = []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for model, group in pooled.groupby("model"):
+        axes[0].plot(group["horizon"], group["rel_mae"], marker="o", label=model)
+        axes[1].plot(group["horizon"], group["mase"], marker="o", label=model)
+    axes[0].axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    axes[0].set(title="Relative MAE vs naive (geometric mean over tickers)", xlabel="horizon")
+    axes[1].set(title="MASE (scaled by the fold's one-day naive MAE)", xlabel="horizon")
+    axes[0].legend()
+    fig.tight_layout()
+    paths.append(out / "error_by_horizon.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    lstm = result.forecasts[result.forecasts["model"] == "lstm"]
+    if len(lstm) and lstm["lower_80"].notna().any():
+        last = lstm[lstm["fold"] == lstm["fold"].max()]
+        as_of = last["as_of_date"].min()
+        tickers = sorted(last.loc[last["as_of_date"] == as_of, "ticker"].unique())[:3]
+        fig, axes = plt.subplots(1, len(tickers), figsize=(5 * len(tickers), 3.6), squeeze=False)
+        for ax, ticker in zip(axes[0], tickers, strict=True):
+            history = frame[(frame["ticker"] == ticker) & (frame["trade_date"] <= as_of)].tail(40)
+            path = last[(last["ticker"] == ticker) & (last["as_of_date"] == as_of)]
+            path = path.sort_values("horizon")
+            close = path["as_of_close"].to_numpy()
+            steps = np.arange(1, len(path) + 1)
+            ax.plot(np.arange(-len(history) + 1, 1), history["close"], color="black")
+            ax.plot(steps, close * np.exp(path["actual_log_return"]), color="black", ls=":")
+            ax.plot(steps, close * np.exp(path["predicted_log_return"]), color="C0")
+            for level, alpha in ((95, 0.15), (80, 0.3)):
+                ax.fill_between(
+                    steps,
+                    close * np.exp(path[f"lower_{level}"]),
+                    close * np.exp(path[f"upper_{level}"]),
+                    color="C0",
+                    alpha=alpha,
+                    label=f"{level}%",
+                )
+            ax.set(title=f"{ticker} as of {pd.Timestamp(as_of).date()}", xlabel="trading days")
+            ax.legend(loc="upper left")
+        fig.tight_layout()
+        paths.append(out / "fan_charts.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def backtest(
+    config: BacktestConfig | None = None, warehouse: Warehouse | None = None, progress=None
+) -> BacktestResult:
+    """Run the walk-forward backtest, log it to MLflow and store its metrics in the warehouse."""
+    import mlflow
+
+    from ml import registry
+
+    config = config or BacktestConfig()
+    settings = warehouse.settings if warehouse else load_settings()
+    warehouse = warehouse or Warehouse(settings)
+    indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
+    frame = build_feature_frame(indicators)
+    registry.configure(settings)
+    with mlflow.start_run(run_name="backtest") as run:
+        mlflow.set_tag("stage", "backtest")
+        mlflow.log_params(
+            {
+                **config.as_params(),
+                "n_tickers": int(frame["ticker"].nunique()),
+                "horizons": HORIZONS,
+            }
+        )
+        result = run_backtest(frame, config, progress)
+        result.run_id = run.info.run_id
+        mlflow.log_dict([f.as_dict() for f in result.folds], "folds.json")
+        pooled = result.pooled()
+        for row in pooled.itertuples():
+            for name in ("rel_mae", "mase", "mape", "directional_accuracy", "coverage_80",
+                         "coverage_95", "dm_pvalue"):  # fmt: skip
+                value = getattr(row, name)
+                if np.isfinite(value):
+                    mlflow.log_metric(f"{row.model}/{name}_h{row.horizon}", float(value))
+        for model, group in pooled.groupby("model"):
+            mlflow.log_metric(f"{model}/rel_mae_mean", float(group["rel_mae"].mean()))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            result.metrics.to_csv(out / "backtest_metrics.csv", index=False)
+            summary_table(result).to_csv(out / "summary.csv")
+            for path in _plots(result, frame, out):
+                mlflow.log_artifact(str(path))
+            mlflow.log_artifact(str(out / "backtest_metrics.csv"))
+            mlflow.log_artifact(str(out / "summary.csv"))
+        mlflow.log_text(json.dumps(asdict(config), default=str, indent=2), "config.json")
+    warehouse.replace_backtest(result.run_id, result.metrics, result.forecasts, result.folds)
+    return result
