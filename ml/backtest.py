@@ -19,12 +19,11 @@ import pandas as pd
 from ml.config import load_settings
 from ml.data import load_indicators
 from ml.evaluate import POOLED, backtest_metrics, naive_scales
-from ml.features import FEATURES, HORIZONS, WindowSet, build_feature_frame, make_windows
+from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.train import TrainConfig, fit_and_stop_windows
 from ml.warehouse import Warehouse
 
-VOLATILITY = FEATURES.index("volatility_20")
 MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm")
 
 

@@ -34,6 +34,8 @@ FEATURES = [
     "volatility_20",
     "volume_ratio_20",
 ]
+# Position of the as-of volatility in a window's last row: it scales the prediction intervals.
+VOLATILITY = FEATURES.index("volatility_20")
 INDICATOR_COLUMNS = [
     "ticker", "trade_date", "open", "high", "low", "close", "volume",
     "sma_5", "sma_20", "sma_50", "ema_12", "ema_26", "macd", "macd_signal", "macd_hist",

@@ -40,9 +40,7 @@ def calibrate(
     return quantiles
 
 
-def apply(
-    predicted: np.ndarray, volatility: np.ndarray, quantiles: dict
-) -> dict[str, np.ndarray]:
+def apply(predicted: np.ndarray, volatility: np.ndarray, quantiles: dict) -> dict[str, np.ndarray]:
     """``lower_<level>``/``upper_<level>`` log-return bounds around ``predicted``."""
     half = _scale(volatility, predicted.shape[1])
     bounds = {}

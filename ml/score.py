@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml import intervals
 from ml.config import MODEL_NAME, load_settings
 from ml.data import load_indicators
-from ml.features import HORIZONS, build_feature_frame, make_windows
+from ml.features import HORIZONS, VOLATILITY, build_feature_frame, make_windows
 from ml.warehouse import Warehouse
 
 
@@ -72,21 +73,27 @@ def score(
         )
     say(f"forecasting {len(latest)} tickers with {MODEL_NAME} v{champion.version}")
     log_returns = np.asarray(champion.model.predict(latest.x))
+    bounds = {}
+    if champion.meta.get("interval_quantiles"):
+        quantiles = {int(k): v for k, v in champion.meta["interval_quantiles"].items()}
+        bounds = intervals.apply(log_returns, latest.x[:, -1, VOLATILITY], quantiles)
     as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
     targets = next_trading_days(as_of, HORIZONS)
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
     rows = []
     for i, ticker in enumerate(latest.tickers):
+        close = latest.as_of_close[i]
         for h in range(HORIZONS):
-            rows.append(
-                {
-                    "ticker": ticker,
-                    "as_of_date": as_of[i].date(),
-                    "target_date": targets[as_of[i]][h],
-                    "horizon": h + 1,
-                    "predicted_close": float(latest.as_of_close[i] * np.exp(log_returns[i, h])),
-                }
-            )
+            row = {
+                "ticker": ticker,
+                "as_of_date": as_of[i].date(),
+                "target_date": targets[as_of[i]][h],
+                "horizon": h + 1,
+                "predicted_close": float(close * np.exp(log_returns[i, h])),
+            }
+            for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
+                row[column] = float(close * np.exp(bounds[column][i, h])) if bounds else None
+            rows.append(row)
     predictions = pd.DataFrame(rows).assign(
         model_name=MODEL_NAME,
         model_version=champion.version,

@@ -16,7 +16,14 @@ import pandas as pd
 from ml.config import MODEL_NAME, load_settings
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics
-from ml.features import FEATURES, HORIZONS, WindowSet, build_feature_frame, make_windows
+from ml.features import (
+    FEATURES,
+    HORIZONS,
+    VOLATILITY,
+    WindowSet,
+    build_feature_frame,
+    make_windows,
+)
 from ml.model import ModelParams
 from ml.warehouse import Warehouse
 
@@ -116,7 +123,7 @@ def train(
     """Train, evaluate against naive on the held-out period, log and register the model."""
     import mlflow
 
-    from ml import registry
+    from ml import intervals, registry
     from ml.model import fit_forecaster
 
     config = config or TrainConfig()
@@ -162,6 +169,11 @@ def train(
             split.fit.x, split.fit.y, split.stop.x, split.stop.y, params, on_epoch=on_epoch
         )
         predicted = forecaster.predict(split.validation.x)
+        # Split-conformal intervals calibrated on the held-out (latest) period; the walk-forward
+        # backtest measures their coverage on data they were not calibrated on.
+        interval_quantiles = intervals.calibrate(
+            split.validation.y - predicted, split.validation.x[:, -1, VOLATILITY]
+        )
         metrics = horizon_metrics(
             split.validation.as_of_close, split.validation.y, predicted, split.validation.tickers
         )
@@ -181,6 +193,8 @@ def train(
             "window": params.window,
             "horizons": HORIZONS,
             "params": params.as_dict(),
+            "interval_quantiles": interval_quantiles,
+            "interval_calibration_samples": len(split.validation),
             **split.bounds,
         }
         mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")

@@ -59,6 +59,10 @@ DDL = {
         target_date date not null,
         horizon integer not null,
         predicted_close double not null,
+        lower_80 double,
+        upper_80 double,
+        lower_95 double,
+        upper_95 double,
         model_name varchar not null,
         model_version varchar not null,
         mlflow_run_id varchar not null,
@@ -107,6 +111,17 @@ DDL = {
         upper_95 double,
         primary key (backtest_run_id, model, ticker, as_of_date, horizon)
     """,
+}
+
+
+# Columns added after a table's first release: added in place to warehouses created earlier.
+ADDED_COLUMNS = {
+    f"{ML_SCHEMA}.predicted_prices": [
+        ("lower_80", "double"),
+        ("upper_80", "double"),
+        ("lower_95", "double"),
+        ("upper_95", "double"),
+    ],
 }
 
 
@@ -204,6 +219,11 @@ class Warehouse:
                 con.execute(f"create schema if not exists {schema}")
             for table, columns in DDL.items():
                 con.execute(f"create table if not exists {table} ({columns})")
+            for table, added in ADDED_COLUMNS.items():
+                for column, column_type in added:
+                    con.execute(
+                        f"alter table {table} add column if not exists {column} {column_type}"
+                    )
 
     # -- ingest -----------------------------------------------------------------------------
     def load_price_file(
@@ -303,6 +323,7 @@ class Warehouse:
         self.ensure_schema()
         columns = [
             "ticker", "as_of_date", "target_date", "horizon", "predicted_close",
+            "lower_80", "upper_80", "lower_95", "upper_95",
             "model_name", "model_version", "mlflow_run_id", "scored_at",
         ]  # fmt: skip
         with self.transaction() as con:

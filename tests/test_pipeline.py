@@ -82,6 +82,18 @@ def test_run_writes_ten_forecasts_per_ticker_on_trading_days(pipeline_run):
     assert predictions["model_name"].eq(MODEL_NAME).all()
 
 
+def test_forecasts_carry_nested_prediction_intervals_that_widen(pipeline_run):
+    p = pipeline_run["warehouse"].query_df(
+        "select * from ml.predicted_prices order by ticker, horizon"
+    )
+    assert p[["lower_80", "upper_80", "lower_95", "upper_95"]].notna().all().all()
+    assert (p["lower_95"] < p["lower_80"]).all() and (p["lower_80"] < p["predicted_close"]).all()
+    assert (p["predicted_close"] < p["upper_80"]).all() and (p["upper_80"] < p["upper_95"]).all()
+    width = (p["upper_80"] - p["lower_80"]) / p["predicted_close"]
+    by_horizon = width.groupby(p["horizon"]).mean()
+    assert by_horizon.loc[10] > by_horizon.loc[1]
+
+
 def test_null_bars_are_refused_not_fatal(pipeline_run):
     refused = pipeline_run["warehouse"].query_df(
         "select source_file, line_number, reason from raw.rejected_rows"
