@@ -1,0 +1,322 @@
+"""Baselines scored next to the Stockcast model on the same walk-forward folds.
+
+Every function takes the long feature frame from :func:`ml.features.build_feature_frame`, a
+:class:`ml.folds.Fold` and the fold's forecast origins (the ``WindowSet`` from
+``make_windows(frame, 30, as_of_from=fold.test_start, as_of_to=fold.test_end)``), and returns
+predicted log returns from each origin's close for horizons 1..10 as an array of shape
+``(len(origins), 10)``, row-aligned with the origins.
+
+Leakage rules (the same as the model's): anything *fit* for a fold (ETS/ARIMA parameters, the
+peer's scalers and weights) uses only closes dated strictly before ``fold.test_start``; a
+forecast as of an origin uses closes up to and including the origin date, never later.
+
+- :func:`naive_forecasts`: zeros (tomorrow's close is today's close).
+- :func:`drift_forecasts`: ``h`` times the trailing mean daily log return.
+- :func:`classical_forecasts`: StatsForecast ``AutoETS`` (or ``AutoARIMA``) per ticker on log
+  closes, fit once per fold and rolled forward through the test block without refitting.
+- :func:`peer_lstm_forecasts`: the approach of the project Stockcast replaces (an LSTM on
+  min-max-scaled raw closes predicting the next 10 closes), done without leakage.
+
+Pure: arrays and frames in, arrays out, no I/O. TensorFlow and statsforecast are imported
+lazily inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml.features import HORIZONS, WindowSet
+from ml.folds import Fold
+
+INTERVAL_KEYS = ("lower_80", "upper_80", "lower_95", "upper_95")
+MIN_CLASSICAL_HISTORY = 60  # closes before test_start needed to fit a classical model
+
+
+@dataclass(frozen=True)
+class _Series:
+    """One ticker's full close history from the feature frame, sorted by date."""
+
+    dates: np.ndarray  # datetime64[ns]
+    closes: np.ndarray  # float64
+
+
+def _series_by_ticker(frame: pd.DataFrame, tickers) -> dict[str, _Series]:
+    wanted = set(tickers)
+    out = {}
+    for ticker, group in frame[frame["ticker"].isin(wanted)].groupby("ticker", sort=False):
+        group = group.sort_values("trade_date")
+        out[ticker] = _Series(
+            group["trade_date"].to_numpy("datetime64[ns]"),
+            group["close"].to_numpy(np.float64),
+        )
+    return out
+
+
+def _origin_positions(series: dict[str, _Series], origins: WindowSet) -> np.ndarray:
+    """Row index of each origin's date inside its ticker's series (raises if absent)."""
+    positions = np.empty(len(origins), np.int64)
+    dates = origins.as_of_dates.astype("datetime64[ns]")
+    for i, (ticker, date) in enumerate(zip(origins.tickers, dates, strict=True)):
+        s = series.get(ticker)
+        pos = -1 if s is None else int(np.searchsorted(s.dates, date))
+        if s is None or pos >= len(s.dates) or s.dates[pos] != date:
+            raise ValueError(f"origin {ticker} {date} is not a row of the feature frame")
+        positions[i] = pos
+    return positions
+
+
+def _check_origins(fold: Fold, origins: WindowSet) -> None:
+    if len(origins) and (origins.as_of_dates < np.datetime64(fold.test_start)).any():
+        raise ValueError(f"origins before fold {fold.index}'s test_start {fold.test_start.date()}")
+
+
+def naive_forecasts(origins: WindowSet) -> np.ndarray:
+    """The random walk: every horizon's predicted log return is zero."""
+    return np.zeros((len(origins), HORIZONS))
+
+
+def drift_forecasts(frame: pd.DataFrame, origins: WindowSet, *, lookback: int = 252) -> np.ndarray:
+    """Random walk with drift: ``h`` times the mean daily log return over the trailing window.
+
+    The window is the ``lookback`` closes up to and including the origin, i.e. ``lookback - 1``
+    daily returns, so the drift is ``(log c_t - log c_{t-lookback+1}) / (lookback - 1)``. With
+    a shorter history every available close is used; with a single close the drift is zero.
+    """
+    if lookback < 2:
+        raise ValueError("lookback must be at least 2 closes")
+    series = _series_by_ticker(frame, origins.tickers)
+    positions = _origin_positions(series, origins)
+    drift = np.zeros(len(origins))
+    for i, (ticker, pos) in enumerate(zip(origins.tickers, positions, strict=True)):
+        start = max(0, pos - lookback + 1)
+        if pos > start:
+            closes = series[ticker].closes
+            drift[i] = (np.log(closes[pos]) - np.log(closes[start])) / (pos - start)
+    return drift[:, None] * np.arange(1, HORIZONS + 1)[None, :]
+
+
+def _classical_model(model: str):
+    from statsforecast.models import AutoARIMA, AutoETS
+
+    if model == "AutoETS":
+        return AutoETS(season_length=1)
+    if model == "AutoARIMA":
+        return AutoARIMA(season_length=1)
+    raise ValueError(f"unknown classical model {model!r}; use 'AutoETS' or 'AutoARIMA'")
+
+
+def classical_forecasts(
+    frame: pd.DataFrame,
+    fold: Fold,
+    origins: WindowSet,
+    *,
+    model: str = "AutoETS",
+    train_days: int = 756,
+    levels: tuple[int, int] = (80, 95),
+    refit: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A StatsForecast classical model per ticker on log closes, with prediction intervals.
+
+    Each ticker is fit once per fold (``AutoETS(season_length=1)``, or ``AutoARIMA``) on its
+    last ``train_days`` log closes dated before ``fold.test_start``. For each origin the fitted
+    model is run forward, with its parameters (and ETS initial state) frozen, over the same
+    series extended through the origin date (``model.forward``), and forecasts 1..10 steps;
+    only the state and the residual variance are updated from the test-block closes up to the
+    origin. ``refit=True`` instead re-estimates the model on the ``train_days`` closes ending at
+    the origin (slower; kept to compare).
+
+    Returns predicted log returns (mean forecast minus the origin's log close) and a dict with
+    ``lower_80, upper_80, lower_95, upper_95`` on the same log-return scale and shape.
+
+    Fallback: a ticker with fewer than 60 closes before ``test_start``, non-finite or
+    non-positive closes in the series, or a fit that statsforecast rejects (warned) gets the
+    naive forecast (zeros) with NaN intervals.
+    """
+    if tuple(sorted(levels)) != (80, 95):
+        raise ValueError("levels must be (80, 95): the interval keys are fixed")
+    _check_origins(fold, origins)
+    n = len(origins)
+    predicted = np.zeros((n, HORIZONS))
+    intervals = {key: np.full((n, HORIZONS), np.nan) for key in INTERVAL_KEYS}
+    series = _series_by_ticker(frame, origins.tickers)
+    positions = _origin_positions(series, origins)
+    test_start = np.datetime64(fold.test_start, "ns")
+    level_list = [80, 95]
+
+    for ticker in pd.unique(origins.tickers):
+        rows = np.flatnonzero(origins.tickers == ticker)
+        s = series[ticker]
+        n_train = int(np.searchsorted(s.dates, test_start))  # closes dated < test_start
+        start = max(0, n_train - train_days)
+        last = int(positions[rows].max())
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_close = np.log(s.closes[start : last + 1])
+        if n_train - start < MIN_CLASSICAL_HISTORY or not np.isfinite(log_close).all():
+            continue
+        fitted = _classical_model(model)
+        if not refit:
+            try:
+                fitted.fit(log_close[: n_train - start])
+            except Exception as error:  # a failed fit must not sink the whole backtest
+                warnings.warn(f"{model} fit failed for {ticker}: {error}", stacklevel=2)
+                continue
+        for row in rows:
+            end = positions[row] - start + 1  # log_close[:end] ends at the origin
+            try:
+                if refit:
+                    y = log_close[max(0, end - train_days) : end]
+                    out = fitted.forecast(y, h=HORIZONS, level=level_list)
+                else:
+                    out = fitted.forward(log_close[:end], h=HORIZONS, level=level_list)
+            except Exception as error:
+                warnings.warn(f"{model} forecast failed for {ticker}: {error}", stacklevel=2)
+                continue
+            base = log_close[end - 1]
+            predicted[row] = np.asarray(out["mean"]) - base
+            for level in level_list:
+                intervals[f"lower_{level}"][row] = np.asarray(out[f"lo-{level}"]) - base
+                intervals[f"upper_{level}"][row] = np.asarray(out[f"hi-{level}"]) - base
+    return predicted, intervals
+
+
+@dataclass(frozen=True)
+class MinMax:
+    """A per-ticker min-max scaler for raw closes (fit on training closes only)."""
+
+    low: float
+    high: float
+
+    @classmethod
+    def fit(cls, closes: np.ndarray) -> MinMax:
+        low, high = float(np.min(closes)), float(np.max(closes))
+        return cls(low, high if high > low else low + 1.0)
+
+    def transform(self, closes: np.ndarray) -> np.ndarray:
+        return (closes - self.low) / (self.high - self.low)
+
+    def inverse(self, scaled: np.ndarray) -> np.ndarray:
+        return scaled * (self.high - self.low) + self.low
+
+
+def peer_scalers(frame: pd.DataFrame, fold: Fold, tickers=None) -> dict[str, MinMax]:
+    """Each ticker's MinMax fit on its closes dated before ``fold.test_start`` (none if none)."""
+    before = frame[frame["trade_date"] < fold.test_start]
+    if tickers is not None:
+        before = before[before["ticker"].isin(set(tickers))]
+    return {
+        ticker: MinMax.fit(group["close"].to_numpy(np.float64))
+        for ticker, group in before.groupby("ticker", sort=False)
+        if np.isfinite(group["close"].to_numpy(np.float64)).all()
+    }
+
+
+def _peer_network(window: int, units: int, layers: int):
+    import keras
+
+    inputs = keras.Input(shape=(window, 1), name="scaled_closes")
+    x = inputs
+    for i in range(layers):
+        x = keras.layers.LSTM(units, return_sequences=i < layers - 1, name=f"lstm_{i}")(x)
+    outputs = keras.layers.Dense(HORIZONS, name="scaled_next_closes")(x)
+    model = keras.Model(inputs, outputs, name="peer_close_lstm")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
+    return model
+
+
+def peer_lstm_forecasts(
+    frame: pd.DataFrame,
+    fold: Fold,
+    origins: WindowSet,
+    *,
+    window: int = 60,
+    units: int = 50,
+    layers: int = 2,
+    epochs: int = 5,
+    batch_size: int = 256,
+    seed: int = 42,
+    max_train_samples: int = 100_000,
+) -> np.ndarray:
+    """The replaced project's approach as a named peer: an LSTM on min-max-scaled raw closes.
+
+    One global Keras model (``layers`` stacked LSTMs of ``units``, a Dense of 10) maps the last
+    ``window`` scaled closes to the next 10 scaled closes (MSE). Leakage-free version:
+
+    - per-ticker :class:`MinMax` fit on that ticker's closes dated before ``fold.test_start``
+      (see :func:`peer_scalers`);
+    - training samples are ``window``-close windows of every ticker in the frame whose 10
+      target closes are all dated before ``test_start``; at most ``max_train_samples`` of them,
+      drawn with ``seed``;
+    - at an origin the input is the ``window`` closes ending at the origin, scaled with the
+      training scaler; test-block values may leave [0, 1] and are not clipped (faithful to the
+      approach).
+
+    Predicted closes are unscaled and turned into log returns against the origin close; a
+    non-positive predicted close is floored at 1e-6 times the origin close (a huge loss, which
+    is what that forecast deserves). Fallback to zeros (naive) for origins whose ticker has
+    fewer than ``window + 10`` closes before ``test_start`` or fewer than ``window`` closes up
+    to the origin, and for all origins if no ticker yields a training sample.
+    """
+    _check_origins(fold, origins)
+    predicted = np.zeros((len(origins), HORIZONS))
+    if len(origins) == 0:
+        return predicted
+    test_start = np.datetime64(fold.test_start, "ns")
+    series = _series_by_ticker(frame, frame["ticker"].unique())
+    scalers = peer_scalers(frame, fold)
+
+    # Training windows: start index j covers closes j..j+window-1 (inputs) and
+    # j+window..j+window+9 (targets); all must be dated before test_start.
+    span = window + HORIZONS
+    scaled_train, counts = {}, {}
+    for ticker, s in series.items():
+        n_train = int(np.searchsorted(s.dates, test_start))
+        if n_train >= span and ticker in scalers:
+            scaled_train[ticker] = scalers[ticker].transform(s.closes[:n_train]).astype(np.float32)
+            counts[ticker] = n_train - span + 1
+    total = sum(counts.values())
+    if total == 0:
+        return predicted
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, min(total, max_train_samples), replace=False))
+    x_parts, y_parts, offset = [], [], 0
+    for ticker, count in counts.items():
+        local = chosen[(chosen >= offset) & (chosen < offset + count)] - offset
+        offset += count
+        if len(local):
+            view = np.lib.stride_tricks.sliding_window_view(scaled_train[ticker], span)
+            x_parts.append(view[local, :window])
+            y_parts.append(view[local, window:])
+    x_train = np.concatenate(x_parts)[..., None]
+    y_train = np.concatenate(y_parts)
+
+    # Origin inputs (only for origins that qualify).
+    positions = _origin_positions(series, origins)
+    usable = np.zeros(len(origins), bool)
+    x_origin = np.zeros((len(origins), window, 1), np.float32)
+    for i, (ticker, pos) in enumerate(zip(origins.tickers, positions, strict=True)):
+        if ticker in scaled_train and pos + 1 >= window:
+            closes = series[ticker].closes[pos - window + 1 : pos + 1]
+            x_origin[i, :, 0] = scalers[ticker].transform(closes)
+            usable[i] = True
+    if not usable.any():
+        return predicted
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    network = _peer_network(window, units, layers)
+    network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    scaled = network.predict(x_origin[usable], batch_size=4096, verbose=0).astype(np.float64)
+
+    for k, i in enumerate(np.flatnonzero(usable)):
+        scaler = scalers[origins.tickers[i]]
+        origin_close = series[origins.tickers[i]].closes[positions[i]]
+        closes = np.maximum(scaler.inverse(scaled[k]), 1e-6 * origin_close)
+        predicted[i] = np.log(closes / origin_close)
+    return predicted
