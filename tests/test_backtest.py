@@ -1,0 +1,158 @@
+"""Walk-forward backtest: same origins for every model, fold models blind to their test block,
+results stored in the warehouse and MLflow. Tiny model settings on small real slices."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import YAHOO, indicator_frame, read_yahoo
+
+pytest.importorskip("tensorflow")
+
+from ml.backtest import BacktestConfig, run_backtest
+from ml.evaluate import POOLED
+from ml.features import build_feature_frame
+from ml.model import ModelParams
+from ml.train import TrainConfig
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not YAHOO.exists(), reason="../shared/data is not beside the repo"),
+]
+TICKERS = ["KO", "JNJ", "CVX"]
+TINY = BacktestConfig(
+    n_folds=2,
+    test_days=5,
+    models=("lstm", "naive", "drift"),
+    train=TrainConfig(
+        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=3),
+        stop_days=40,
+        train_years=None,
+        max_train_samples=2000,
+    ),
+)
+
+
+def _indicators(scale_after: pd.Timestamp | None = None) -> pd.DataFrame:
+    frames = []
+    for ticker in TICKERS:
+        prices = read_yahoo(ticker).tail(700).reset_index(drop=True)
+        if scale_after is not None:
+            later = prices["Date"] > scale_after
+            prices.loc[later, ["Open", "High", "Low", "Close"]] *= 3.0
+        frames.append(indicator_frame(prices, ticker))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_backtest(build_feature_frame(_indicators()), TINY)
+
+
+def test_every_model_forecasts_the_same_origins(result):
+    keys = ["fold", "ticker", "as_of_date", "horizon"]
+    by_model = {
+        model: group[keys].sort_values(keys).reset_index(drop=True)
+        for model, group in result.forecasts.groupby("model")
+    }
+    assert set(by_model) == set(TINY.models)
+    reference = by_model["naive"]
+    assert len(reference) == 2 * 5 * len(TICKERS) * 10
+    for frame in by_model.values():
+        pd.testing.assert_frame_equal(frame, reference)
+
+
+def test_metrics_are_relative_to_naive_on_the_same_rows(result):
+    pooled = result.pooled().set_index(["model", "horizon"])
+    assert (pooled.loc["naive", "rel_mae"] == 1.0).all()
+    assert pooled.loc["lstm", "coverage_80"].between(0, 1).all()
+    assert pooled.loc["drift", "coverage_80"].isna().all()  # no intervals claimed
+    per_ticker = result.metrics[result.metrics["ticker"] != POOLED]
+    assert set(per_ticker["ticker"]) == set(TICKERS)
+
+
+def test_fold_models_never_see_their_test_block(result):
+    """Tripling every price after a fold's first as-of date leaves that date's forecasts as
+    they were: the fold's model was fit, scaled and calibrated on earlier data only."""
+    first = result.folds[0].test_start
+    perturbed = run_backtest(build_feature_frame(_indicators(scale_after=first)), TINY)
+
+    def at_first_origin(frame):
+        rows = frame[(frame["fold"] == 0) & (frame["as_of_date"] == first)]
+        return rows.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
+
+    before, after = at_first_origin(result.forecasts), at_first_origin(perturbed.forecasts)
+    for column in ("predicted_log_return", "lower_80", "upper_95"):
+        np.testing.assert_allclose(after[column], before[column], rtol=1e-5, atol=1e-7)
+    # ...while the actuals did change: the perturbation is real.
+    assert not np.allclose(after["actual_log_return"], before["actual_log_return"])
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """The backtest stage on a real warehouse: ingest -> dbt -> backtest -> MLflow + tables."""
+    home = tmp_path_factory.mktemp("home")
+    inputs = tmp_path_factory.mktemp("inputs")
+    for ticker in TICKERS:
+        shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STOCKCAST_HOME", str(home))
+        for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_TARGET"):
+            patch.delenv(name, raising=False)
+        from ml.backtest import backtest
+        from ml.ingest import ingest_paths
+        from ml.transform import transform
+
+        assert ingest_paths([inputs]).ok
+        transform()
+        config = BacktestConfig(
+            n_folds=2,
+            test_days=5,
+            models=("lstm", "naive", "drift", "ets", "peer_lstm"),
+            train=TINY.train,
+            peer_epochs=1,
+        )
+        first = backtest(config)
+        second = backtest(config)
+        from ml.config import load_settings
+        from ml.warehouse import Warehouse
+
+        yield first, second, Warehouse(load_settings()), load_settings()
+
+
+def test_backtest_results_are_stored_per_run(stored):
+    first, second, warehouse, _ = stored
+    metrics = warehouse.query_df("select * from ml.backtest_metrics")
+    assert set(metrics["backtest_run_id"]) == {first.run_id, second.run_id}
+    one = metrics[metrics["backtest_run_id"] == first.run_id]
+    assert len(one) == 5 * (len(TICKERS) + 1) * 10  # models x (tickers + pooled) x horizons
+    forecasts = warehouse.query_df(
+        "select count(*) as n from ml.backtest_forecasts where backtest_run_id = ?",
+        [first.run_id],
+    )
+    assert forecasts["n"].iloc[0] == len(first.forecasts)
+
+
+def test_same_seed_same_data_same_metrics(stored):
+    first, second, _, _ = stored
+    a = first.metrics.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
+    b = second.metrics.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
+    numeric = a.select_dtypes("number").columns
+    np.testing.assert_allclose(a[numeric].to_numpy(), b[numeric].to_numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_backtest_run_is_in_mlflow_with_plots(stored):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    first, _, _, settings = stored
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    run = client.get_run(first.run_id)
+    assert run.data.tags["stage"] == "backtest"
+    assert "lstm/rel_mae_h1" in run.data.metrics and "ets/coverage_95_h10" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(first.run_id)}
+    assert {"error_by_horizon.png", "fan_charts.png", "backtest_metrics.csv"} <= artifacts
