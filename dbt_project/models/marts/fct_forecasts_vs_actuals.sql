@@ -4,6 +4,9 @@
       * as_of_close: last close the model saw (the naive "no change" forecast);
       * forecast_error = predicted - actual, naive_error = as_of_close - actual,
         pct_error = 100 * forecast_error / actual (percent);
+      * the 80% / 95% prediction interval (price levels, NULL when the forecast has none) and
+        whether it covered the actual, bounds included (NULL until the actual is known or
+        when there is no interval);
       * the as-of date's indicators, for slicing errors by market regime in dashboards.
 -#}
 with
@@ -32,6 +35,10 @@ joined as (
         forecasts.mlflow_run_id,
         forecasts.scored_at,
         forecasts.predicted_close,
+        forecasts.lower_80,
+        forecasts.upper_80,
+        forecasts.lower_95,
+        forecasts.upper_95,
         actuals.close as actual_close,
         as_of.close as as_of_close,
         as_of.sma_5,
@@ -66,7 +73,15 @@ forecast_errors as (
         abs(predicted_close - actual_close) as abs_error,
         100 * (predicted_close - actual_close) / actual_close as pct_error,
         as_of_close - actual_close as naive_error,
-        abs(as_of_close - actual_close) as naive_abs_error
+        abs(as_of_close - actual_close) as naive_abs_error,
+        case
+            when actual_close is null or lower_80 is null or upper_80 is null then null
+            else actual_close >= lower_80 and actual_close <= upper_80
+        end as is_covered_80,
+        case
+            when actual_close is null or lower_95 is null or upper_95 is null then null
+            else actual_close >= lower_95 and actual_close <= upper_95
+        end as is_covered_95
 
     from joined
 
@@ -84,6 +99,10 @@ final as (
         mlflow_run_id,
         scored_at,
         predicted_close,
+        lower_80,
+        upper_80,
+        lower_95,
+        upper_95,
         actual_close,
         as_of_close,
         is_actual_known,
@@ -92,6 +111,8 @@ final as (
         pct_error,
         naive_error,
         naive_abs_error,
+        is_covered_80,
+        is_covered_95,
         sma_5,
         sma_15,
         sma_20,
