@@ -198,6 +198,31 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
     click.echo(f"stored in ml.backtest_metrics and MLflow run {result.run_id}")
 
 
+@main.command(
+    help="Search LSTM settings by walk-forward skill vs naive (Optuna); train uses the best."
+)
+@click.option("--trials", type=int, default=20, show_default=True, help="Optuna trials.")
+@click.option(
+    "--folds", type=int, default=3, show_default=True, help="Walk-forward folds per trial."
+)
+@click.option("--test-days", type=int, default=21, show_default=True, help="As-of days per fold.")
+@_train_options
+def tune(trials, folds, test_days, **options) -> None:
+    from ml.tune import tune as run_tune
+
+    try:
+        result = run_tune(
+            trials, _train_config(**options), n_folds=folds, test_days=test_days, progress=_echo
+        )
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc))
+    click.echo(
+        f"best walk-forward relative MAE vs naive: {result.best_score:.4f} "
+        f"(below 1 beats naive) with {result.best_params}"
+    )
+    click.echo(f"stored on MLflow run {result.run_id}; `stockcast train` will start from it")
+
+
 def _run(paths: list[Path], ticker: str | None, retrain: bool, config=None) -> None:
     from ml.pipeline import run_pipeline
     from ml.transform import DbtError

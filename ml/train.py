@@ -8,7 +8,7 @@ purged so that no training target reaches into the early-stopping or validation 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,20 @@ class TrainConfig:
     train_years: float | None = 10.0
     max_train_samples: int | None = 200_000
     tickers: tuple[str, ...] | None = None
+    # Start from the best parameters of the latest `stockcast tune` run; settings given here
+    # that differ from the defaults still win.
+    use_tuned: bool = True
+
+
+def resolve_params(config: TrainConfig) -> tuple[ModelParams, str | None]:
+    if not config.use_tuned:
+        return config.params, None
+    from ml.tune import best_params
+
+    tuned, tune_run_id = best_params()
+    defaults = ModelParams()
+    explicit = {k: v for k, v in config.params.as_dict().items() if v != getattr(defaults, k)}
+    return replace(tuned, **explicit), tune_run_id
 
 
 @dataclass
@@ -131,6 +145,11 @@ def train(
     warehouse = warehouse or Warehouse(settings)
     say = progress or (lambda message: None)
 
+    registry.configure(settings)
+    params, tune_run_id = resolve_params(config)
+    config = replace(config, params=params)
+    if tune_run_id:
+        say(f"using tuned parameters from tune run {tune_run_id}")
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
     split = split_windows(frame, config)
@@ -139,10 +158,10 @@ def train(
         f"{len(split.validation):,} validation across {frame['ticker'].nunique()} tickers"
     )
 
-    registry.configure(settings)
-    params = config.params
     with mlflow.start_run(run_name="train") as run:
         mlflow.set_tags({"stage": "train", "model_name": MODEL_NAME})
+        if tune_run_id:
+            mlflow.set_tag("tuned_from_run", tune_run_id)
         mlflow.log_params(
             {
                 **params.as_dict(),

@@ -156,3 +156,36 @@ def test_backtest_run_is_in_mlflow_with_plots(stored):
     assert "lstm/rel_mae_h1" in run.data.metrics and "ets/coverage_95_h10" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
     assert {"error_by_horizon.png", "fan_charts.png", "backtest_metrics.csv"} <= artifacts
+
+
+def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.train import train
+    from ml.tune import best_params, tune
+
+    _, _, warehouse, settings = stored
+
+    def tiny_search(trial, base):
+        from dataclasses import replace
+
+        return replace(base, units=trial.suggest_categorical("units", [2, 4]), epochs=1)
+
+    result = tune(2, TINY.train, n_folds=1, test_days=5, warehouse=warehouse, search=tiny_search)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    children = client.search_runs(
+        [client.get_run(result.run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
+    )
+    assert len(children) == 2
+    assert all("walk_forward_rel_mae" in c.data.metrics for c in children)
+    assert min(c.data.metrics["walk_forward_rel_mae"] for c in children) == result.best_score
+
+    tuned, run_id = best_params()
+    assert run_id == result.run_id and tuned.units == result.best_params.units
+    trained = train(TINY.train, warehouse=warehouse)  # TINY sets units=4: explicit still wins
+    run = client.get_run(trained.run_id)
+    assert run.data.tags["tuned_from_run"] == result.run_id
+    assert run.data.params["units"] == "4"

@@ -6,7 +6,9 @@ from click.testing import CliRunner
 
 from ml.cli import main
 
-COMMANDS = ["ingest", "transform", "train", "score", "run", "demo", "fetch"]
+COMMANDS = [
+    "ingest", "transform", "train", "score", "run", "demo", "fetch", "backtest", "tune"
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
