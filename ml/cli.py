@@ -94,6 +94,11 @@ def _train_options(func=None, *, tickers: bool = True):
             "--max-train-samples", type=int, default=None, help="Subsample the fit set to this."
         ),
         click.option("--train-years", type=float, default=None, help="Years of history to fit on."),
+        click.option(
+            "--ignore-tuned",
+            is_flag=True,
+            help="Start from the built-in defaults, not the latest `stockcast tune` result.",
+        ),
     ]
     if tickers:
         options.append(
@@ -104,7 +109,17 @@ def _train_options(func=None, *, tickers: bool = True):
     return func
 
 
-def _train_config(epochs, window, units, layers, seed, max_train_samples, train_years, tickers=()):
+def _train_config(
+    epochs,
+    window,
+    units,
+    layers,
+    seed,
+    max_train_samples,
+    train_years,
+    ignore_tuned=False,
+    tickers=(),
+):
     from dataclasses import replace
 
     from ml.model import ModelParams
@@ -117,7 +132,9 @@ def _train_config(epochs, window, units, layers, seed, max_train_samples, train_
         ).items()
         if v is not None
     }
-    config = TrainConfig(params=replace(ModelParams(), **model_overrides))
+    config = TrainConfig(
+        params=replace(ModelParams(), **model_overrides), use_tuned=not ignore_tuned
+    )
     overrides = {
         k: v
         for k, v in dict(max_train_samples=max_train_samples, train_years=train_years).items()

@@ -326,8 +326,10 @@ class Warehouse:
             "lower_80", "upper_80", "lower_95", "upper_95",
             "model_name", "model_version", "mlflow_run_id", "scored_at",
         ]  # fmt: skip
+        # Interval bounds are optional (a model may give none): missing ones are stored NULL.
+        predictions = predictions.reindex(columns=columns)
         with self.transaction() as con:
-            con.register("staged_predictions", predictions[columns])
+            con.register("staged_predictions", predictions)
             con.execute(
                 f"""
                 delete from {ML_SCHEMA}.predicted_prices p
