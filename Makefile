@@ -51,6 +51,10 @@ format: install ## Apply ruff and sqlfluff fixes
 benchmark: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
 	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
 
+.PHONY: forecast-quality
+forecast-quality: install ## Walk-forward backtest behind docs/forecast-quality.md (28 tickers, 6 folds)
+	$(UV) run --frozen python benchmarks/forecast_quality.py --data $(SHARED)/yahoo_sp500_daily
+
 .PHONY: mlflow-ui
 mlflow-ui: install ## Open the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///data/mlflow/mlflow.db} --host 127.0.0.1 --port 5000
