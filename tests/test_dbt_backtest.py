@@ -52,59 +52,15 @@ def _ticker_forecasts(ticker: str, closes: pd.Series, folds) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _metrics(forecasts: pd.DataFrame) -> pd.DataFrame:
-    """Metrics shaped like ml.evaluate.backtest_metrics (simpler MASE, hand-picked DM results)."""
-    frame = forecasts.copy()
-    close = frame["as_of_close"]
-    actual = close * np.exp(frame["actual_log_return"])
-    frame["error"] = close * np.exp(frame["predicted_log_return"]) - actual
-    frame["abs_error"] = frame["error"].abs()
-    frame["naive_abs_error"] = (close - actual).abs()
-    frame["ape"] = frame["abs_error"] / actual * 100
-    for level in HALF_WIDTH:
-        lower, upper = frame[f"lower_{level}"], frame[f"upper_{level}"]
-        y = frame["actual_log_return"]
-        frame[f"covered_{level}"] = ((y >= lower) & (y <= upper)).astype(float).where(lower.notna())
-        frame[f"width_{level}"] = (upper - lower) * 100
-    rows = []
-    for (model, horizon), group in frame.groupby(["model", "horizon"]):
-        per_ticker = group.groupby("ticker")
-        ratios = per_ticker["abs_error"].mean() / per_ticker["naive_abs_error"].mean()
-        for ticker, part in [("__all__", group), *per_ticker]:
-            is_naive = model == "naive"
-            rel_mae = (
-                float(np.exp(np.log(ratios).mean()))
-                if ticker == "__all__"
-                else float(part["abs_error"].mean() / part["naive_abs_error"].mean())
-            )
-            row = {
-                "model": model,
-                "ticker": ticker,
-                "horizon": int(horizon),
-                "n_forecasts": len(part),
-                "mae": part["abs_error"].mean(),
-                "rmse": float(np.sqrt((part["error"] ** 2).mean())),
-                "mape": part["ape"].mean(),
-                "rel_mae": rel_mae,
-                "mase": part["abs_error"].mean() / part["naive_abs_error"].mean(),
-                "directional_accuracy": np.nan
-                if is_naive
-                else float(
-                    (
-                        np.sign(part["predicted_log_return"]) == np.sign(part["actual_log_return"])
-                    ).mean()
-                ),
-                # A fixed, hand-picked DM result: significant at h=1, not beyond.
-                "dm_stat": np.nan if is_naive else (-3.0 if horizon == 1 else -0.5),
-                "dm_pvalue": np.nan if is_naive else (0.01 if horizon == 1 else 0.6),
-            }
-            for level in HALF_WIDTH:
-                covered = part[f"covered_{level}"]
-                row[f"coverage_{level}"] = np.nan if is_naive else float(covered.mean())
-                row[f"width_{level}"] = np.nan if is_naive else part[f"width_{level}"].mean()
-                row[f"winkler_{level}"] = row[f"width_{level}"]  # not checked here
-            rows.append(row)
-    return pd.DataFrame(rows)
+def _metrics(forecasts: pd.DataFrame, closes: dict[str, pd.Series], folds) -> pd.DataFrame:
+    """The real metrics the backtest stage stores (so dbt checks them against the forecasts)."""
+    from ml.evaluate import backtest_metrics, naive_scales
+
+    prices = pd.concat(
+        pd.DataFrame({"ticker": t, "trade_date": c.index, "close": c.to_numpy()})
+        for t, c in closes.items()
+    )
+    return backtest_metrics(forecasts, naive_scales(prices, folds))
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +93,9 @@ def built(tmp_path_factory):
         )
         # An older run (HWM only, first fold) stored before the latest one.
         old = forecasts[(forecasts["ticker"] == "HWM") & (forecasts["fold"] == 0)]
-        w.replace_backtest("old-run", _metrics(old), old, folds[:1])
-        w.replace_backtest("new-run", _metrics(forecasts), forecasts, folds)
+        closes = {"HWM": hwm, "SYN": other}
+        w.replace_backtest("old-run", _metrics(old, closes, folds[:1]), old, folds[:1])
+        w.replace_backtest("new-run", _metrics(forecasts, closes, folds), forecasts, folds)
 
         # Scored forecasts with price-level intervals (one as-of date) and without (another).
         dates = [d.date() for d in hwm.index]
@@ -212,7 +169,10 @@ def test_backtest_metrics_mart(built) -> None:
     assert naive[["dm_pvalue", "is_significant_at_5pct", "coverage_gap_80"]].isna().all().all()
     lstm = mart[mart["model"] == "lstm"]
     assert (lstm["beats_naive"] == (lstm["rel_mae"] < 1)).all()
-    assert (lstm["is_significant_at_5pct"] == (lstm["horizon"] == 1)).all()
+    tested = lstm["dm_pvalue"].notna()
+    assert (lstm["is_significant_at_5pct"].notna() == tested).all()
+    significant = (lstm["dm_pvalue"] < 0.05) & (lstm["dm_stat"] < 0)
+    assert (lstm.loc[tested, "is_significant_at_5pct"].astype(bool) == significant[tested]).all()
     assert lstm["coverage_gap_80"].to_numpy() == pytest.approx(lstm["coverage_80"] - 0.80)
     assert lstm["coverage_gap_95"].to_numpy() == pytest.approx(lstm["coverage_95"] - 0.95)
 
