@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from ml.data import load_indicators
 from ml.evaluate import POOLED, backtest_metrics, naive_scales
 from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
 from ml.folds import Fold, forecast_frame, make_folds
+from ml.model import ModelParams
 from ml.train import TrainConfig, fit_and_stop_windows
 from ml.warehouse import Warehouse
 
@@ -35,6 +37,9 @@ class BacktestConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peer_epochs: int = 5
     tickers: tuple[str, ...] | None = None
+    # Extra LSTM models by name, each with its own settings (e.g. a candidate and the champion
+    # compared on the same folds by the promotion gate).
+    variants: dict[str, ModelParams] = field(default_factory=dict)
 
     def as_params(self) -> dict:
         return {
@@ -65,19 +70,40 @@ class BacktestResult:
 Forecaster = Callable[[pd.DataFrame, Fold, WindowSet, BacktestConfig], tuple]
 
 
-def _lstm(frame, fold, origins, config):
+def _lstm(frame, fold, origins, config, train: TrainConfig | None = None):
     """The Stockcast LSTM refit on the fold's past; intervals calibrated on its stop block."""
     from ml import intervals
     from ml.model import fit_forecaster
 
-    fit, stop, _ = fit_and_stop_windows(frame, config.train, before=fold.test_start)
-    model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, config.train.params)
+    train = train or config.train
+    if train.params.window != origins.x.shape[1]:
+        origins = _same_origins(frame, origins, train.params.window)
+    fit, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start)
+    model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params)
     predicted = model.predict(origins.x)
     if len(stop) == 0:
         return predicted, None
     residuals = stop.y - model.predict(stop.x)
     quantiles = intervals.calibrate(residuals, stop.x[:, -1, VOLATILITY])
     return predicted, intervals.apply(predicted, origins.x[:, -1, VOLATILITY], quantiles)
+
+
+def _same_origins(frame: pd.DataFrame, origins: WindowSet, window: int) -> WindowSet:
+    """``origins`` rebuilt with a shorter ``window``, row for row (same ticker and as-of date)."""
+    dates = pd.DatetimeIndex(origins.as_of_dates)
+    rebuilt = make_windows(frame, window, as_of_from=dates.min(), as_of_to=dates.max())
+    position = pd.Series(
+        np.arange(len(rebuilt)),
+        index=pd.MultiIndex.from_arrays([rebuilt.tickers, rebuilt.as_of_dates]),
+    )
+    rows = position.reindex(pd.MultiIndex.from_arrays([origins.tickers, origins.as_of_dates]))
+    if rows.isna().any():
+        raise ValueError(f"origins are missing with a {window}-day window")
+    rows = rows.to_numpy(dtype=int)
+    return WindowSet(
+        rebuilt.x[rows], rebuilt.y[rows], rebuilt.tickers[rows], rebuilt.as_of_dates[rows],
+        rebuilt.as_of_close[rows], rebuilt.target_end_dates[rows],
+    )  # fmt: skip
 
 
 def _naive(frame, fold, origins, config):
@@ -119,18 +145,18 @@ FORECASTERS: dict[str, Forecaster] = {
 def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> BacktestResult:
     """Walk forward over the folds; pure apart from model fitting (no I/O)."""
     say = progress or (lambda message: None)
-    unknown = set(config.models) - set(FORECASTERS)
+    forecasters = dict(FORECASTERS)
+    for name, params in config.variants.items():
+        forecasters[name] = partial(_lstm, train=replace(config.train, params=params))
+    unknown = set(config.models) - set(forecasters)
     if unknown:
-        raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(FORECASTERS)}")
+        raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(forecasters)}")
     folds = make_folds(frame["trade_date"], config.n_folds, config.test_days)
     forecasts = []
     for fold in folds:
-        origins = make_windows(
-            frame,
-            config.train.params.window,
-            as_of_from=fold.test_start,
-            as_of_to=fold.test_end,
-        )
+        # The longest LSTM window decides which origins every model forecasts.
+        window = max([config.train.params.window] + [p.window for p in config.variants.values()])
+        origins = make_windows(frame, window, as_of_from=fold.test_start, as_of_to=fold.test_end)
         if len(origins) == 0:
             raise ValueError(f"fold {fold.index} has no complete forecast origins")
         say(
@@ -138,7 +164,7 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
             f"{fold.test_end.date()}, {len(origins):,} origins"
         )
         for name in config.models:
-            predicted, bounds = FORECASTERS[name](frame, fold, origins, config)
+            predicted, bounds = forecasters[name](frame, fold, origins, config)
             predicted = np.asarray(predicted, dtype=float)
             keys = (origins.tickers, origins.as_of_dates, origins.as_of_close, origins.y)
             forecasts.append(forecast_frame(name, fold.index, *keys, predicted, bounds))

@@ -145,18 +145,27 @@ def _train_config(
     return replace(config, **overrides)
 
 
-@main.command(help="Train the LSTM on the indicator mart, log to MLflow, register it as champion.")
+FORCE_HELP = "Promote to champion even if the gate refuses (recorded on the run)."
+
+
+@main.command(
+    help="Train the LSTM, log it to MLflow and register it; the promotion gate decides whether "
+    "it becomes champion (beats naive and the champion on the same walk-forward folds) or "
+    "challenger."
+)
 @_train_options
-def train(**options) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def train(force, **options) -> None:
     from ml.train import train as run_train
 
     try:
-        result = run_train(_train_config(**options), progress=_echo)
+        result = run_train(_train_config(**options), progress=_echo, force=force)
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     click.echo(result.metrics.round(4).to_string(index=False))
     click.echo(
-        f"registered stockcast-lstm v{result.model_version} as champion (run {result.run_id})"
+        f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
+        f"(run {result.run_id}): {result.gate.reason}"
     )
 
 
@@ -240,12 +249,16 @@ def tune(trials, folds, test_days, **options) -> None:
     click.echo(f"stored on MLflow run {result.run_id}; `stockcast train` will start from it")
 
 
-def _run(paths: list[Path], ticker: str | None, retrain: bool, config=None) -> None:
+def _run(
+    paths: list[Path], ticker: str | None, retrain: bool, config=None, force: bool = False
+) -> None:
     from ml.pipeline import run_pipeline
     from ml.transform import DbtError
 
     try:
-        report = run_pipeline(paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo)
+        report = run_pipeline(
+            paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo, force=force
+        )
     except (LookupError, ValueError, DbtError) as exc:
         _fail(str(exc))
     click.echo(
@@ -260,8 +273,9 @@ def _run(paths: list[Path], ticker: str | None, retrain: bool, config=None) -> N
 @click.option("--ticker", help="Ticker for files that carry none.")
 @click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
 @_train_options(tickers=False)
-def run(paths, ticker, retrain, **options) -> None:
-    _run(list(paths), ticker, retrain, _train_config(**options))
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def run(paths, ticker, retrain, force, **options) -> None:
+    _run(list(paths), ticker, retrain, _train_config(**options), force=force)
 
 
 @main.command(

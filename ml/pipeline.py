@@ -21,6 +21,7 @@ class RunReport:
     trained_version: str | None = None
     scored_version: str | None = None
     forecasts_written: int = 0
+    gate: object = None  # ml.gate.GateDecision of the model trained in this run, if any
 
 
 def run_pipeline(
@@ -30,6 +31,7 @@ def run_pipeline(
     retrain: bool = False,
     train_config=None,
     say=print,
+    force: bool = False,
 ) -> RunReport:
     from ml.ingest import ingest_paths
     from ml.transform import transform
@@ -61,11 +63,12 @@ def run_pipeline(
         started = stage("train")
         from ml.train import train
 
-        result = train(train_config, warehouse=warehouse, progress=say)
+        result = train(train_config, warehouse=warehouse, progress=say, force=force)
         report.trained_version = result.model_version
+        report.gate = result.gate
         say(
-            f"registered stockcast-lstm v{result.model_version} (run {result.run_id}); "
-            f"validation relative MAE vs naive, mean over horizons: "
+            f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
+            f"(run {result.run_id}); held-out relative MAE vs naive, mean over horizons: "
             f"{result.metrics['rel_mae'].mean():.3f}"
         )
         report.stage_seconds["train"] = time.perf_counter() - started

@@ -89,8 +89,17 @@ def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
     return str(info.registered_model_version)
 
 
-def set_champion(version: str) -> None:
-    MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+def set_alias(version: str, alias: str) -> None:
+    MlflowClient().set_registered_model_alias(MODEL_NAME, alias, version)
+
+
+def champion_settings() -> tuple[str, dict] | None:
+    """The champion's version and its model meta (settings, data range), without loading it."""
+    version = champion_version()
+    if version is None:
+        return None
+    run_id = MlflowClient().get_model_version(MODEL_NAME, version).run_id
+    return version, mlflow.artifacts.load_dict(f"runs:/{run_id}/model_meta.json")
 
 
 @dataclass

@@ -39,6 +39,9 @@ class TrainConfig:
     # Start from the best parameters of the latest `stockcast tune` run; settings given here
     # that differ from the defaults still win.
     use_tuned: bool = True
+    # The promotion gate's walk-forward comparison with naive and the champion.
+    gate_folds: int = 2
+    gate_test_days: int = 21
 
 
 def resolve_params(config: TrainConfig) -> tuple[ModelParams, str | None]:
@@ -59,6 +62,7 @@ class TrainResult:
     metrics: pd.DataFrame
     n_train: int
     n_validation: int
+    gate: object = None  # ml.gate.GateDecision
 
 
 @dataclass
@@ -133,8 +137,10 @@ def train(
     config: TrainConfig | None = None,
     warehouse: Warehouse | None = None,
     progress=None,
+    force: bool = False,
 ) -> TrainResult:
-    """Train, evaluate against naive on the held-out period, log and register the model."""
+    """Train, evaluate against naive on the held-out period, log and register the model, and
+    let the promotion gate decide whether it becomes `champion` or `challenger`."""
     import mlflow
 
     from ml import intervals, registry
@@ -218,6 +224,38 @@ def train(
         }
         mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")
         version = registry.log_forecaster(forecaster, meta, split.validation.x[:8])
-        registry.set_champion(version)
         mlflow.set_tag("registered_version", version)
-    return TrainResult(run.info.run_id, version, metrics, len(split.fit), len(split.validation))
+        decision = _gate(frame, config, force, say)
+        registry.set_alias(version, decision.alias)
+        mlflow.set_tags(decision.tags())
+        mlflow.log_metric("gate_candidate_rel_mae", decision.candidate_rel_mae)
+        if decision.champion_rel_mae is not None:
+            mlflow.log_metric("gate_champion_rel_mae", decision.champion_rel_mae)
+    return TrainResult(
+        run.info.run_id, version, metrics, len(split.fit), len(split.validation), decision
+    )
+
+
+def _gate(frame: pd.DataFrame, config: TrainConfig, force: bool, say):
+    from ml import registry
+    from ml.gate import compare_on_same_folds, decide
+
+    current = registry.champion_settings()
+    champion_params = ModelParams(**current[1]["params"]) if current else None
+    say(
+        f"promotion gate: walk-forward over {config.gate_folds} folds of "
+        f"{config.gate_test_days} days, candidate"
+        + (f" vs champion v{current[0]}" if current else "")
+        + " vs naive"
+    )
+    candidate_rel, champion_rel, _ = compare_on_same_folds(
+        frame,
+        config,
+        config.params,
+        champion_params,
+        n_folds=config.gate_folds,
+        test_days=config.gate_test_days,
+    )
+    decision = decide(candidate_rel, champion_rel, current[0] if current else None, force)
+    say(f"gate: {decision.alias}: {decision.reason}")
+    return decision

@@ -59,3 +59,21 @@ def random_walk_prices(n: int, seed: int, start: str = "2015-01-02") -> pd.DataF
             "Volume": rng.integers(1_000, 100_000, n),
         }
     )
+
+
+def mean_reverting_prices(n: int, coefficient: float = -0.6, seed: int = 0) -> pd.DataFrame:
+    """A labelled synthetic series whose daily returns follow an AR(1): a learnable signal, for
+    tests that need a model with real skill (the optimum relative MAE at h=1 is
+    sqrt(1 - coefficient**2))."""
+    rng = np.random.default_rng(seed)
+    returns = np.zeros(n)
+    shocks = rng.normal(0, 0.012, n)
+    for t in range(1, n):
+        returns[t] = coefficient * returns[t - 1] + shocks[t]
+    prices = random_walk_prices(n, seed=seed + 9)
+    close = 40 * np.exp(np.cumsum(returns))
+    prices["Close"] = close
+    prices["Open"] = close * np.exp(-returns / 2)
+    prices["High"] = np.maximum(prices["Open"], close) * 1.002
+    prices["Low"] = np.minimum(prices["Open"], close) * 0.998
+    return prices

@@ -189,3 +189,13 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     run = client.get_run(trained.run_id)
     assert run.data.tags["tuned_from_run"] == result.run_id
     assert run.data.params["units"] == "4"
+    # The gate decided and recorded why; a forced promotion is recorded as such.
+    assert run.data.tags["gate_alias"] in {"champion", "challenger"}
+    assert run.data.tags["gate_reason"]
+    assert float(run.data.tags["gate_candidate_rel_mae"]) > 0
+    forced = train(TINY.train, warehouse=warehouse, force=True)
+    forced_run = client.get_run(forced.run_id)
+    assert forced_run.data.tags["gate_forced"] == "True"
+    assert forced.gate.alias == "champion"
+    champion = client.get_model_version_by_alias("stockcast-lstm", "champion")
+    assert str(champion.version) == forced.model_version

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import YAHOO, indicator_frame, random_walk_prices, read_yahoo
+from helpers import (
+    YAHOO,
+    indicator_frame,
+    mean_reverting_prices,
+    random_walk_prices,
+    read_yahoo,
+)
 
 from ml.features import FEATURES, build_feature_frame, make_windows
 
@@ -71,18 +77,7 @@ def test_shuffled_targets_drive_skill_to_zero():
     from ml.evaluate import horizon_metrics
     from ml.model import ModelParams, fit_forecaster
 
-    rng = np.random.default_rng(0)
-    n = 3000
-    returns = np.zeros(n)
-    shocks = rng.normal(0, 0.012, n)
-    for t in range(1, n):  # AR(1) daily returns, coefficient -0.6: a learnable signal
-        returns[t] = -0.6 * returns[t - 1] + shocks[t]
-    prices = random_walk_prices(n, seed=9)
-    close = 40 * np.exp(np.cumsum(returns))
-    prices["Close"] = close
-    prices["Open"] = close * np.exp(-returns / 2)
-    prices["High"] = np.maximum(prices["Open"], close) * 1.002
-    prices["Low"] = np.minimum(prices["Open"], close) * 0.998
+    prices = mean_reverting_prices(3000, coefficient=-0.6, seed=0)
     frame = build_feature_frame(indicator_frame(prices, "SYN"))
     cutoff = frame["trade_date"].iloc[2300]
     train = make_windows(frame, 10, targets_before=cutoff)
