@@ -158,6 +158,9 @@ def train(
         say(f"using tuned parameters from tune run {tune_run_id}")
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
+    # The gate runs first: its walk-forward fits are freed before the final fit's windows are
+    # built, which keeps peak memory at one fit's worth.
+    decision = _gate(frame, config, force, say)
     split = split_windows(frame, config)
     say(
         f"windows: {len(split.fit):,} fit, {len(split.stop):,} early-stop, "
@@ -225,7 +228,6 @@ def train(
         mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")
         version = registry.log_forecaster(forecaster, meta, split.validation.x[:8])
         mlflow.set_tag("registered_version", version)
-        decision = _gate(frame, config, force, say)
         registry.set_alias(version, decision.alias)
         mlflow.set_tags(decision.tags())
         mlflow.log_metric("gate_candidate_rel_mae", decision.candidate_rel_mae)
