@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +78,16 @@ def mean_reverting_prices(n: int, coefficient: float = -0.6, seed: int = 0) -> p
     prices["High"] = np.maximum(prices["Open"], close) * 1.002
     prices["Low"] = np.minimum(prices["Open"], close) * 0.998
     return prices
+
+
+@contextlib.contextmanager
+def isolated_home(home: Path):
+    """Point every Stockcast setting at ``home`` (a fresh data folder) while the block runs:
+    warehouse, MLflow store and dbt artefacts all land there. For module-scoped fixtures."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STOCKCAST_HOME", str(home))
+        for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_TARGET"):
+            patch.delenv(name, raising=False)
+        yield home

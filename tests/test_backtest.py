@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import YAHOO, indicator_frame, read_yahoo
+from helpers import YAHOO, indicator_frame, isolated_home, read_yahoo
 
 pytest.importorskip("tensorflow")
 
@@ -98,10 +98,7 @@ def stored(tmp_path_factory):
     inputs = tmp_path_factory.mktemp("inputs")
     for ticker in TICKERS:
         shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STOCKCAST_HOME", str(home))
-        for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_TARGET"):
-            patch.delenv(name, raising=False)
+    with isolated_home(home):
         from ml.backtest import backtest
         from ml.ingest import ingest_paths
         from ml.transform import transform

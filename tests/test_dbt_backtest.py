@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import isolated_home
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -67,11 +68,7 @@ def _metrics(forecasts: pd.DataFrame, closes: dict[str, pd.Series], folds) -> pd
 def built(tmp_path_factory):
     if not HWM.is_file():
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
-    home = tmp_path_factory.mktemp("dbt_backtest")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STOCKCAST_HOME", str(home))
-        mp.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
-        mp.delenv("STOCKCAST_TARGET", raising=False)
+    with isolated_home(tmp_path_factory.mktemp("dbt_backtest")):
         from ml.folds import make_folds
         from ml.ingest import ingest_paths
         from ml.transform import transform

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import isolated_home
 
 duckdb = pytest.importorskip("duckdb")
 
@@ -21,11 +22,7 @@ AS_OF_OFFSET = 5  # the forecast is made 5 bars before the last loaded bar
 def built(tmp_path_factory):
     if not HWM.is_file():
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
-    home = tmp_path_factory.mktemp("dbt_build")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("STOCKCAST_HOME", str(home))
-        mp.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
-        mp.setenv("STOCKCAST_TARGET", "dev")
+    with isolated_home(tmp_path_factory.mktemp("dbt_build")):
         from ml.ingest import ingest_paths
         from ml.transform import transform
         from ml.warehouse import Warehouse

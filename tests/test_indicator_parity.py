@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import isolated_home
 
 talib = pytest.importorskip("talib")
 
@@ -94,27 +95,18 @@ def load_prices() -> None:
 
 
 @pytest.fixture(scope="module")
-def mart(tmp_path_factory, monkeypatch_module) -> pd.DataFrame:
+def mart(tmp_path_factory) -> pd.DataFrame:
     if not (YAHOO.is_dir() and KAGGLE.is_file() and GSPC.is_file()):
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
-    home = tmp_path_factory.mktemp("dbt_parity")
-    monkeypatch_module.setenv("STOCKCAST_HOME", str(home))
-    monkeypatch_module.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
-    monkeypatch_module.setenv("STOCKCAST_TARGET", "dev")
     from ml.transform import transform
     from ml.warehouse import Warehouse
 
-    load_prices()
-    transform()  # the product's `dbt build`: models, data tests and unit tests
-    return Warehouse().query_df(
-        "select * from marts.fct_daily_indicators order by ticker, trade_date"
-    )
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
+    with isolated_home(tmp_path_factory.mktemp("dbt_parity")):
+        load_prices()
+        transform()  # the product's `dbt build`: models, data tests and unit tests
+        yield Warehouse().query_df(
+            "select * from marts.fct_daily_indicators order by ticker, trade_date"
+        )
 
 
 def _compare(frame: pd.DataFrame) -> dict[str, float]:

@@ -7,7 +7,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from helpers import YAHOO
+from helpers import YAHOO, isolated_home
 
 pytest.importorskip("tensorflow")
 
@@ -38,11 +38,7 @@ def pipeline_run(tmp_path_factory):
     inputs = tmp_path_factory.mktemp("inputs")
     for ticker in TICKERS:
         shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs / f"{ticker}.csv.gz")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STOCKCAST_HOME", str(home))
-        patch.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        patch.delenv("STOCKCAST_TARGET", raising=False)
+    with isolated_home(home):
         from ml.pipeline import run_pipeline
 
         messages: list[str] = []
