@@ -382,8 +382,6 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
             line = body_start + previous + 1
             raise IngestFileError(path, f"malformed CSV near line {line}: {exc}") from None
         frame = pd.DataFrame(rows, columns=["line", "raw", "nfields", *names])
-    if frame.empty:
-        raise IngestFileError(path, "header only: no data rows")
     return header, header_index + 1, frame
 
 
@@ -481,7 +479,10 @@ def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
     path = Path(path).resolve()
     text, sha256 = read_text(path)
     header, _, rec = _records(path, text)
+    # The header is judged first: a lone line of JSON or "404: Not Found" is not a header.
     layout, cols = detect_layout(path, header)
+    if rec.empty:
+        raise IngestFileError(path, "header only: no data rows")
     now = datetime.now(UTC).replace(tzinfo=None)
     n = len(rec)
 

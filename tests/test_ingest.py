@@ -605,3 +605,19 @@ def test_ambiguous_slash_dates_are_a_file_problem(tmp_path, warehouse):
     assert not report.ok
     assert "ACME.csv" in report.files[0].error and "YYYY-MM-DD" in report.files[0].error
     assert warehouse.query_df("select count(*) as n from raw.daily_prices")["n"].iloc[0] == 0
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"finance":{"result":null,"error":{"code":"Unauthorized","description":"Invalid cookie"}}}',
+        "404: Not Found",
+    ],
+)
+def test_error_pages_saved_as_csv_are_named_as_such(tmp_path, warehouse, content):
+    """Failed downloads that saved Yahoo's JSON error or a 404 page under a .csv name."""
+    path = tmp_path / "RJF.csv"
+    path.write_text(content + "\n")
+    result = ingest_paths([path], warehouse=warehouse).files[0]
+    assert not result.ok
+    assert "RJF.csv" in result.error and "unrecognised layout" in result.error
