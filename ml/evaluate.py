@@ -15,53 +15,35 @@ def horizon_metrics(
     actual_log_returns: np.ndarray,
     predicted_log_returns: np.ndarray,
     tickers: np.ndarray,
+    as_of_dates: np.ndarray | None = None,
+    naive_scale: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per horizon: model and naive MAE/RMSE/MAPE, relative MAE and direction hits.
+    """One set of (samples, horizons) forecasts beside naive: one row per horizon.
 
-    ``rel_mae`` is the model's MAE over the naive MAE on the same forecasts, pooled as the
-    geometric mean of per-ticker ratios so that high-priced stocks do not dominate.
+    The pooled rows of :func:`backtest_metrics` for the model, with naive's MAE, RMSE and MAPE
+    alongside as ``naive_*``: one definition of every metric for training and backtests.
+    MASE and the Diebold-Mariano test need ``as_of_dates`` and ``naive_scale`` (fold 0).
     """
-    close = as_of_close[:, None]
-    actual = close * np.exp(actual_log_returns)
-    predicted = close * np.exp(predicted_log_returns)
-    model_err = predicted - actual
-    naive_err = close - actual
-    rows = []
-    for h in range(actual.shape[1]):
-        frame = pd.DataFrame(
-            {
-                "ticker": tickers,
-                "model_abs": np.abs(model_err[:, h]),
-                "naive_abs": np.abs(naive_err[:, h]),
-            }
-        )
-        per_ticker = frame.groupby("ticker")[["model_abs", "naive_abs"]].mean()
-        per_ticker = per_ticker[per_ticker["naive_abs"] > 0]
-        with np.errstate(divide="ignore"):  # a perfect ticker gives log(0) = -inf -> ratio 0
-            rel = float(np.exp(np.log(per_ticker["model_abs"] / per_ticker["naive_abs"]).mean()))
-        moved = actual_log_returns[:, h] != 0
-        rows.append(
-            {
-                "horizon": h + 1,
-                "n": len(actual),
-                "mae": float(np.mean(np.abs(model_err[:, h]))),
-                "rmse": float(np.sqrt(np.mean(model_err[:, h] ** 2))),
-                "mape": float(np.mean(np.abs(model_err[:, h] / actual[:, h])) * 100),
-                "naive_mae": float(np.mean(np.abs(naive_err[:, h]))),
-                "naive_rmse": float(np.sqrt(np.mean(naive_err[:, h] ** 2))),
-                "naive_mape": float(np.mean(np.abs(naive_err[:, h] / actual[:, h])) * 100),
-                "rel_mae": rel,
-                "directional_accuracy": float(
-                    np.mean(
-                        np.sign(predicted_log_returns[moved, h])
-                        == np.sign(actual_log_returns[moved, h])
-                    )
-                )
-                if moved.any()
-                else float("nan"),
-            }
-        )
-    return pd.DataFrame(rows)
+    from ml.folds import forecast_frame
+
+    dates = np.arange(len(tickers)) if as_of_dates is None else as_of_dates
+    keys = (tickers, dates, as_of_close, actual_log_returns)
+    forecasts = pd.concat(
+        [
+            forecast_frame("model", 0, *keys, predicted_log_returns),
+            forecast_frame("naive", 0, *keys, np.zeros_like(predicted_log_returns)),
+        ],
+        ignore_index=True,
+    )
+    if naive_scale is None:
+        naive_scale = pd.DataFrame(columns=["fold", "ticker", "scale"])
+    metrics = backtest_metrics(forecasts, naive_scale)
+    pooled = metrics[metrics["ticker"] == POOLED].set_index(["model", "horizon"])
+    model = pooled.loc["model"]
+    naive = pooled.loc["naive", ["mae", "rmse", "mape"]].add_prefix("naive_")
+    columns = ["n_forecasts", "mae", "rmse", "mape", "rel_mae", "mase", "directional_accuracy",
+               "dm_stat", "dm_pvalue"]  # fmt: skip
+    return model[columns].join(naive).rename(columns={"n_forecasts": "n"}).reset_index()
 
 
 POOLED = "__all__"
@@ -140,7 +122,7 @@ def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.D
         gives_direction = (group["predicted_log_return"] != 0).any()
         per_ticker = group.groupby("ticker")
         ratios = per_ticker["abs_error"].mean() / per_ticker["naive_abs_error"].mean()
-        ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+        ratios = ratios[np.isfinite(ratios)]  # a ticker naive forecast perfectly has no ratio
         scopes = [(POOLED, group), *per_ticker]
         for ticker, part in scopes:
             # DM on the daily mean of scale-free losses, so each date counts once.
@@ -150,7 +132,8 @@ def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.D
             )
             naive_mae = part["naive_abs_error"].mean()
             if ticker == POOLED:  # geometric mean over tickers: price levels do not weigh in
-                rel_mae = float(np.exp(np.log(ratios).mean()))
+                with np.errstate(divide="ignore"):  # a perfect ticker: log(0) = -inf -> 0
+                    rel_mae = float(np.exp(np.log(ratios).mean()))
             else:
                 rel_mae = float(part["abs_error"].mean() / naive_mae) if naive_mae > 0 else np.nan
             rows.append(

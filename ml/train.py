@@ -15,7 +15,7 @@ import pandas as pd
 
 from ml.config import MODEL_NAME, load_settings
 from ml.data import load_indicators
-from ml.evaluate import horizon_metrics
+from ml.evaluate import horizon_metrics, naive_scales
 from ml.features import (
     FEATURES,
     HORIZONS,
@@ -24,6 +24,7 @@ from ml.features import (
     build_feature_frame,
     make_windows,
 )
+from ml.folds import Fold
 from ml.model import ModelParams
 from ml.warehouse import Warehouse
 
@@ -202,12 +203,25 @@ def train(
         interval_quantiles = intervals.calibrate(
             split.validation.y - predicted, split.validation.x[:, -1, VOLATILITY]
         )
+        validation_fold = Fold(
+            0,
+            pd.Timestamp(split.bounds["validation_start"]),
+            pd.Timestamp(split.bounds["data_end"]),
+        )
         metrics = horizon_metrics(
-            split.validation.as_of_close, split.validation.y, predicted, split.validation.tickers
+            split.validation.as_of_close,
+            split.validation.y,
+            predicted,
+            split.validation.tickers,
+            as_of_dates=split.validation.as_of_dates,
+            naive_scale=naive_scales(frame, [validation_fold]),
         )
         for row in metrics.itertuples():
-            for name in ("mae", "rmse", "mape", "naive_mae", "rel_mae", "directional_accuracy"):
-                mlflow.log_metric(f"val_{name}_h{row.horizon}", getattr(row, name))
+            for name in ("mae", "rmse", "mape", "naive_mae", "rel_mae", "mase",
+                         "directional_accuracy", "dm_pvalue"):  # fmt: skip
+                value = getattr(row, name)
+                if np.isfinite(value):
+                    mlflow.log_metric(f"val_{name}_h{row.horizon}", value)
         mlflow.log_metrics(
             {
                 "val_rel_mae_mean": float(metrics["rel_mae"].mean()),
