@@ -19,7 +19,7 @@ import pandas as pd
 
 from ml.config import load_settings
 from ml.data import load_indicators
-from ml.evaluate import POOLED, backtest_metrics, naive_scales
+from ml.evaluate import POOLED, backtest_metrics, naive_scales, skill_by_model
 from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.model import ModelParams
@@ -270,8 +270,8 @@ def backtest(
                 value = getattr(row, name)
                 if np.isfinite(value):
                     mlflow.log_metric(f"{row.model}/{name}_h{row.horizon}", float(value))
-        for model, group in pooled.groupby("model"):
-            mlflow.log_metric(f"{model}/rel_mae_mean", float(group["rel_mae"].mean()))
+        for model, skill in skill_by_model(result.metrics).items():
+            mlflow.log_metric(f"{model}/rel_mae_mean", float(skill))
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             result.metrics.to_csv(out / "backtest_metrics.csv", index=False)

@@ -159,6 +159,12 @@ def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.D
     return pd.DataFrame(rows)
 
 
+def skill_by_model(metrics: pd.DataFrame) -> pd.Series:
+    """Per model, the pooled relative MAE vs naive averaged over horizons (below 1 beats
+    naive): the single score that tuning, the promotion gate and backtest summaries use."""
+    return metrics[metrics["ticker"] == POOLED].groupby("model")["rel_mae"].mean()
+
+
 def naive_scales(frame: pd.DataFrame, folds, lookback: int = 252) -> pd.DataFrame:
     """MASE denominators: per (fold, ticker), mean |close_t - close_(t-1)| over the
     ``lookback`` trading days before the fold's first as-of date."""

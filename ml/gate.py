@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 import pandas as pd
 
 from ml.backtest import BacktestConfig, run_backtest
-from ml.evaluate import POOLED
+from ml.evaluate import skill_by_model
 from ml.model import ModelParams
 from ml.train import TrainConfig
 
@@ -110,6 +110,6 @@ def compare_on_same_folds(
         variants=variants,
     )
     metrics = run_backtest(frame, config).metrics
-    pooled = metrics[metrics["ticker"] == POOLED].groupby("model")["rel_mae"].mean()
-    champion_score = float(pooled[CHAMPION]) if champion is not None else None
-    return float(pooled[CANDIDATE]), champion_score, metrics
+    skill = skill_by_model(metrics)
+    champion_score = float(skill[CHAMPION]) if champion is not None else None
+    return float(skill[CANDIDATE]), champion_score, metrics

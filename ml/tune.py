@@ -17,6 +17,7 @@ import pandas as pd
 from ml.backtest import BacktestConfig, run_backtest
 from ml.config import EXPERIMENT_NAME, load_settings
 from ml.data import load_indicators
+from ml.evaluate import skill_by_model
 from ml.features import build_feature_frame
 from ml.model import ModelParams
 from ml.train import TrainConfig
@@ -46,8 +47,7 @@ def suggest(trial, base: ModelParams) -> ModelParams:
 
 
 def objective_score(metrics: pd.DataFrame) -> float:
-    pooled = metrics[(metrics["ticker"] == "__all__") & (metrics["model"] == "lstm")]
-    return float(pooled["rel_mae"].mean())
+    return float(skill_by_model(metrics)["lstm"])
 
 
 def tune(
