@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-SHARED_DATA_DIR = (Path(__file__).resolve().parent / ".." / ".." / "shared" / "data").resolve()
+from helpers import SHARED_DATA as SHARED_DATA_DIR
 
 
 @pytest.fixture(scope="session")

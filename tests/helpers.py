@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The developer data set beside the repository (`../shared/data`); STOCKCAST_SHARED_DATA points
+# the tests at another copy.
+SHARED_DATA = Path(
+    os.environ.get("STOCKCAST_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 YAHOO = SHARED_DATA / "yahoo_sp500_daily"
 
 

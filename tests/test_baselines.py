@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import YAHOO
 
 from ml.baselines import (
     INTERVAL_KEYS,
@@ -21,7 +21,6 @@ from ml.baselines import (
 from ml.features import HORIZONS, WindowSet, build_feature_frame, make_windows
 from ml.folds import make_folds
 
-YAHOO = Path(__file__).resolve().parents[2] / "shared" / "data" / "yahoo_sp500_daily"
 TICKERS = ("KO", "AAPL", "CVX")
 BARS = 800
 ETS = {"train_days": 500}

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import isolated_home
+from helpers import SHARED_DATA, isolated_home
 
 duckdb = pytest.importorskip("duckdb")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HWM = SHARED_DATA / "yahoo_sp500_daily" / "HWM.csv.gz"
 HORIZONS = 10
 AS_OF_OFFSET = 5  # the interval forecast is made 5 bars before the last loaded bar

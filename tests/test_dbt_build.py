@@ -3,17 +3,14 @@ forecasts with actuals and the as-of date's indicators."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import isolated_home
+from helpers import SHARED_DATA, isolated_home
 
 duckdb = pytest.importorskip("duckdb")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("STOCKCAST_SHARED_DATA", REPO.parent / "shared" / "data"))
 HWM = SHARED_DATA / "yahoo_sp500_daily" / "HWM.csv.gz"
 AS_OF_OFFSET = 5  # the forecast is made 5 bars before the last loaded bar
 

@@ -9,19 +9,13 @@ TA-Lib returns NaN.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import isolated_home
+from helpers import SHARED_DATA, YAHOO, isolated_home
 
 talib = pytest.importorskip("talib")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("STOCKCAST_SHARED_DATA", REPO.parent / "shared" / "data"))
-YAHOO = SHARED_DATA / "yahoo_sp500_daily"
 KAGGLE = SHARED_DATA / "kaggle_sp500_5yr" / "all_stocks_5yr_dev.csv.gz"
 GSPC = SHARED_DATA / "index_etf" / "GSPC.csv.gz"
 
