@@ -99,11 +99,7 @@ def _same_origins(frame: pd.DataFrame, origins: WindowSet, window: int) -> Windo
     rows = position.reindex(pd.MultiIndex.from_arrays([origins.tickers, origins.as_of_dates]))
     if rows.isna().any():
         raise ValueError(f"origins are missing with a {window}-day window")
-    rows = rows.to_numpy(dtype=int)
-    return WindowSet(
-        rebuilt.x[rows], rebuilt.y[rows], rebuilt.tickers[rows], rebuilt.as_of_dates[rows],
-        rebuilt.as_of_close[rows], rebuilt.target_end_dates[rows],
-    )  # fmt: skip
+    return rebuilt.take(rows.to_numpy(dtype=int))
 
 
 def _naive(frame, fold, origins, config):

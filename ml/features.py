@@ -111,6 +111,13 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.x)
 
+    def take(self, rows: np.ndarray) -> WindowSet:
+        """The samples at ``rows`` (indices or a boolean mask), in that order."""
+        return WindowSet(
+            self.x[rows], self.y[rows], self.tickers[rows], self.as_of_dates[rows],
+            self.as_of_close[rows], self.target_end_dates[rows],
+        )  # fmt: skip
+
 
 def make_windows(
     frame: pd.DataFrame,

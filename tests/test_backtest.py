@@ -196,3 +196,26 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     assert forced.gate.alias == "champion"
     champion = client.get_model_version_by_alias("stockcast-lstm", "champion")
     assert str(champion.version) == forced.model_version
+
+
+def test_lstms_with_different_windows_forecast_the_same_origins():
+    """A tuned candidate may use another window than the champion: both are judged on the
+    origins of the longest window, each reading its own window of history."""
+    from dataclasses import replace
+
+    config = replace(
+        TINY,
+        n_folds=1,
+        models=("lstm", "short", "naive"),
+        variants={"short": replace(TINY.train.params, window=5)},
+    )
+    forecasts = run_backtest(build_feature_frame(_indicators()), config).forecasts
+    keys = ["ticker", "as_of_date", "horizon"]
+    by_model = {
+        m: g[keys].sort_values(keys).reset_index(drop=True) for m, g in forecasts.groupby("model")
+    }
+    assert len(by_model["short"]) == len(TICKERS) * 5 * 10
+    pd.testing.assert_frame_equal(by_model["short"], by_model["lstm"])
+    short = forecasts[forecasts["model"] == "short"]["predicted_log_return"].to_numpy()
+    long = forecasts[forecasts["model"] == "lstm"]["predicted_log_return"].to_numpy()
+    assert not np.allclose(short, long)  # really a different model
