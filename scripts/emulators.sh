@@ -31,7 +31,10 @@ BUCKET="${STOCKCAST_GCS_BUCKET:-stockcast-uploads}"
 PYTHON_VERSION=3.11
 # Pinned: the emulator's SQL fidelity changes between releases (tests/test_bigquery_dbt.py
 # documents the gaps of these versions). duckdb must match the spatial extension wheel.
-BQ_PACKAGES=(bqemulator==1.4.0 duckdb==1.5.5 duckdb-extension-spatial==1.5.5 numpy==2.4.6 pandas==3.1.1)
+# sqlglotc is the compiled build of the emulator's sqlglot (same version): the emulator parses
+# each query many times, and it halves the time of big queries (dbt unit tests).
+BQ_PACKAGES=(bqemulator==1.4.0 sqlglot==30.11.0 sqlglotc==30.11.0 duckdb==1.5.5
+    duckdb-extension-spatial==1.5.5 numpy==2.4.6 pandas==3.1.1)
 GCS_PACKAGES=(gcp-storage-emulator==2026.7.19)
 
 log() { echo "emulators: $*" >&2; }

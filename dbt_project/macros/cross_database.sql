@@ -1,6 +1,6 @@
 {#-
-    Engine differences live here and only here (adapter.dispatch). BigQuery versions
-    (`bigquery__...`) are to be added next to the DuckDB ones.
+    Engine differences live here and only here (adapter.dispatch): `default__` is standard SQL,
+    `duckdb__` and `bigquery__` override it where the engines differ.
 -#}
 
 {#- A 64-bit IEEE float type: indicators must be computed in double precision to match
@@ -15,6 +15,10 @@
 
 {% macro duckdb__type_double() -%}
     double
+{%- endmacro %}
+
+{% macro bigquery__type_double() -%}
+    float64
 {%- endmacro %}
 
 
@@ -39,4 +43,9 @@
 
 {% macro duckdb__integer_divide(numerator, denominator) -%}
     ({{ numerator }} // {{ denominator }})
+{%- endmacro %}
+
+{#- BigQuery's `/` always returns FLOAT64; DIV is the exact INT64 quotient. -#}
+{% macro bigquery__integer_divide(numerator, denominator) -%}
+    div({{ numerator }}, {{ denominator }})
 {%- endmacro %}
