@@ -13,18 +13,20 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ml.config import load_settings
 from ml.data import load_indicators
 from ml.evaluate import POOLED, backtest_metrics, naive_scales, skill_by_model
 from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.model import ModelParams
 from ml.train import TrainConfig, fit_and_stop_windows
-from ml.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm")
 
@@ -233,20 +235,27 @@ def _plots(result: BacktestResult, frame: pd.DataFrame, out: Path) -> list[Path]
     return paths
 
 
+def with_fold_span(metrics: pd.DataFrame, folds: list[Fold]) -> pd.DataFrame:
+    """The metrics as stored: with the run's fold count, first and last as-of dates and time."""
+    return metrics.assign(
+        n_folds=len(folds),
+        first_as_of=folds[0].test_start.date(),
+        last_as_of=folds[-1].test_end.date(),
+        created_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
+    )
+
+
 def backtest(
-    config: BacktestConfig | None = None, warehouse: Warehouse | None = None, progress=None
+    ctx: RunContext, config: BacktestConfig | None = None, progress=None
 ) -> BacktestResult:
     """Run the walk-forward backtest, log it to MLflow and store its metrics in the warehouse."""
     import mlflow
 
-    from ml import registry
-
     config = config or BacktestConfig()
-    settings = warehouse.settings if warehouse else load_settings()
-    warehouse = warehouse or Warehouse(settings)
+    warehouse = ctx.warehouse
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
-    registry.configure(settings)
+    ctx.tracking()
     with mlflow.start_run(run_name="backtest") as run:
         mlflow.set_tag("stage", "backtest")
         mlflow.log_params(
@@ -277,5 +286,7 @@ def backtest(
             mlflow.log_artifact(str(out / "backtest_metrics.csv"))
             mlflow.log_artifact(str(out / "summary.csv"))
         mlflow.log_text(json.dumps(asdict(config), default=str, indent=2), "config.json")
-    warehouse.replace_backtest(result.run_id, result.metrics, result.forecasts, result.folds)
+    warehouse.replace_backtest(
+        result.run_id, with_fold_span(result.metrics, result.folds), result.forecasts
+    )
     return result

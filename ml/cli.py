@@ -42,6 +42,18 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
+def _context():
+    """The run context for this command, built once: settings, warehouse, MLflow."""
+    from ml.config import ConfigError
+    from ml.context import build_context
+    from ml.warehouse import WarehouseError
+
+    try:
+        return build_context()
+    except (ConfigError, WarehouseError) as exc:
+        _fail(str(exc))
+
+
 @click.group(
     help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP
 )
@@ -56,13 +68,14 @@ def main() -> None:
 def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
     from ml.ingest import ingest_paths
 
+    ctx = _context()
     with click.progressbar(length=1, label="ingesting", file=sys.stderr) as bar:
 
         def progress(done: int, total: int, path) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
-        report = ingest_paths(list(paths), ticker=ticker, progress=progress)
+        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:
@@ -75,8 +88,9 @@ def transform(select: str | None) -> None:
     from ml.transform import DbtError
     from ml.transform import transform as run_transform
 
+    ctx = _context()
     try:
-        run_transform(select=select, echo=_echo)
+        run_transform(ctx, select=select, echo=_echo)
     except DbtError as exc:
         _fail(str(exc))
 
@@ -158,8 +172,9 @@ FORCE_HELP = "Promote to champion even if the gate refuses (recorded on the run)
 def train(force, **options) -> None:
     from ml.train import train as run_train
 
+    ctx = _context()
     try:
-        result = run_train(_train_config(**options), progress=_echo, force=force)
+        result = run_train(ctx, _train_config(**options), progress=_echo, force=force)
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     click.echo(result.metrics.round(4).to_string(index=False))
@@ -174,8 +189,9 @@ def train(force, **options) -> None:
 def score(tickers: tuple[str, ...]) -> None:
     from ml.score import score as run_score
 
+    ctx = _context()
     try:
-        result = run_score(tickers=list(tickers) or None, progress=_echo)
+        result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     click.echo(
@@ -210,8 +226,9 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
         peer_epochs=peer_epochs,
         tickers=train_config.tickers,
     )
+    ctx = _context()
     try:
-        result = run_backtest(config, progress=_echo)
+        result = run_backtest(ctx, config, progress=_echo)
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
     first, last = result.folds[0].test_start.date(), result.folds[-1].test_end.date()
@@ -236,9 +253,15 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
 def tune(trials, folds, test_days, **options) -> None:
     from ml.tune import tune as run_tune
 
+    ctx = _context()
     try:
         result = run_tune(
-            trials, _train_config(**options), n_folds=folds, test_days=test_days, progress=_echo
+            ctx,
+            trials,
+            _train_config(**options),
+            n_folds=folds,
+            test_days=test_days,
+            progress=_echo,
         )
     except (LookupError, ValueError) as exc:
         _fail(str(exc))
@@ -250,15 +273,30 @@ def tune(trials, folds, test_days, **options) -> None:
 
 
 def _run(
-    paths: list[Path], ticker: str | None, retrain: bool, config=None, force: bool = False
+    paths: list[Path] | None,
+    ticker: str | None,
+    retrain: bool,
+    config=None,
+    force: bool = False,
 ) -> None:
-    from ml.pipeline import run_pipeline
+    """The main job on ``paths``; without paths, only what follows loading (`refresh`)."""
+    from ml.pipeline import refresh, run_pipeline
     from ml.transform import DbtError
 
+    ctx = _context()
     try:
-        report = run_pipeline(
-            paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo, force=force
-        )
+        if paths is None:
+            report = refresh(ctx, retrain=retrain, train_config=config, say=_echo, force=force)
+        else:
+            report = run_pipeline(
+                ctx,
+                paths,
+                ticker=ticker,
+                retrain=retrain,
+                train_config=config,
+                say=_echo,
+                force=force,
+            )
     except (LookupError, ValueError, DbtError) as exc:
         _fail(str(exc))
     click.echo(
@@ -276,6 +314,17 @@ def _run(
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def run(paths, ticker, retrain, force, **options) -> None:
     _run(list(paths), ticker, retrain, _train_config(**options), force=force)
+
+
+@main.command(
+    help="Everything after loading: dbt build -> train (if no champion) -> score -> marts. "
+    "The scheduled job in production, where uploads are loaded by the upload function."
+)
+@click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
+@_train_options(tickers=False)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def refresh(retrain, force, **options) -> None:
+    _run(None, None, retrain, _train_config(**options), force=force)
 
 
 @main.command(
@@ -309,7 +358,7 @@ def fetch(tickers, start, end, out) -> None:
         )
     except FetchError as exc:
         _fail(str(exc))
-    report = ingest_paths(files)
+    report = ingest_paths(_context(), files)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:

@@ -1,8 +1,9 @@
 """One configuration for dbt and Python.
 
 The warehouse is the dbt target selected from ``profiles.yml`` (``STOCKCAST_TARGET``, default
-``dev`` = DuckDB). The DuckDB file comes from ``STOCKCAST_DUCKDB_PATH`` and MLflow from
-``MLFLOW_TRACKING_URI``. Python renders the same profile dbt renders, so one setting moves both.
+``dev`` = DuckDB). Python renders the same profile dbt renders, so one setting moves both; what
+the profile means for each engine (a DuckDB file, a BigQuery project and datasets) is read by the
+engines in :mod:`ml.warehouse` only. MLflow comes from ``MLFLOW_TRACKING_URI``.
 """
 
 from __future__ import annotations
@@ -35,44 +36,57 @@ def data_dir() -> Path:
     return Path(os.environ.get("STOCKCAST_HOME", Path.cwd() / "data")).resolve()
 
 
-def _render(value: object, defaults: dict[str, str]) -> object:
-    """Render profiles.yml values the way dbt does (``env_var``), with local defaults."""
+def _render(value: object, defaults: dict[str, str], used: dict[str, str]) -> object:
+    """Render profiles.yml values the way dbt does (``env_var``), with local defaults.
+
+    Local defaults that were used are recorded in ``used`` (to hand on to dbt).
+    """
     if isinstance(value, str) and "{{" in value:
 
         def env_var(name: str, default: str | None = None) -> str:
             if name in os.environ:
                 return os.environ[name]
             if name in defaults:
+                used[name] = defaults[name]
                 return defaults[name]
             if default is None:
-                raise KeyError(f"environment variable {name} is required by profiles.yml")
+                raise ConfigError(f"environment variable {name} is required by profiles.yml")
             return default
 
         env = jinja2.Environment(undefined=jinja2.StrictUndefined)
         env.globals["env_var"] = env_var
         return env.from_string(value).render()
     if isinstance(value, dict):
-        return {k: _render(v, defaults) for k, v in value.items()}
+        return {k: _render(v, defaults, used) for k, v in value.items()}
     return value
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used as it is (unknown target, unsupported engine, ...)."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The resolved target: what dbt will connect to, and where MLflow lives."""
+    """The resolved target: what dbt will connect to, and where MLflow lives.
+
+    Engine-neutral: ``engine`` is the dbt adapter type and ``target_config`` the rendered
+    profile output; only the warehouse engines read the engine-specific fields in it.
+    """
 
     target: str
-    adapter_type: str
+    engine: str
     target_config: dict = field(repr=False)
-    duckdb_path: Path | None
-    mlflow_tracking_uri: str
-    mlflow_artifact_root: str
+    # Environment values the profile was rendered with (local defaults included): passed on to
+    # dbt so it resolves exactly what Python resolved.
+    profile_env: dict = field(repr=False, default_factory=dict)
+    mlflow_tracking_uri: str = ""
+    mlflow_artifact_root: str = ""
 
     def dbt_env(self) -> dict[str, str]:
         """Environment for a dbt subprocess so it resolves exactly what Python resolved."""
         env = dict(os.environ)
+        env.update(self.profile_env)
         env["STOCKCAST_TARGET"] = self.target
-        if self.duckdb_path is not None:
-            env["STOCKCAST_DUCKDB_PATH"] = str(self.duckdb_path)
         env["MLFLOW_TRACKING_URI"] = self.mlflow_tracking_uri
         env.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
         return env
@@ -80,20 +94,23 @@ class Settings:
 
 def load_settings() -> Settings:
     profile_path = profiles_dir() / "profiles.yml"
-    profiles = yaml.safe_load(profile_path.read_text())
-    profile = profiles[PROFILE_NAME]
+    try:
+        profile = yaml.safe_load(profile_path.read_text())[PROFILE_NAME]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ConfigError(
+            f"cannot read profile {PROFILE_NAME!r} from {profile_path}: {exc}"
+        ) from exc
     # Relative defaults resolve against the data folder, not wherever dbt happens to run.
     defaults = {"STOCKCAST_DUCKDB_PATH": str(data_dir() / "warehouse" / "stockcast.duckdb")}
-    target = str(_render(profile.get("target", "dev"), defaults))
+    used: dict[str, str] = {}
+    target = str(_render(profile.get("target", "dev"), defaults, used))
     outputs = profile["outputs"]
     if target not in outputs:
-        raise ValueError(
+        raise ConfigError(
             f"STOCKCAST_TARGET={target!r} is not a target in {profile_path} "
-            f"(known: {', '.join(outputs)})"
+            f"(known: {', '.join(outputs)}); set STOCKCAST_TARGET to one of them"
         )
-    config = _render(outputs[target], defaults)
-    adapter_type = config["type"]
-    duckdb_path = Path(config["path"]).resolve() if adapter_type == "duckdb" else None
+    config = _render(outputs[target], defaults, used)
 
     mlflow_dir = data_dir() / "mlflow"
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
@@ -102,9 +119,9 @@ def load_settings() -> Settings:
     )
     return Settings(
         target=target,
-        adapter_type=adapter_type,
+        engine=str(config["type"]),
         target_config=config,
-        duckdb_path=duckdb_path,
+        profile_env=used,
         mlflow_tracking_uri=tracking_uri,
         mlflow_artifact_root=artifact_root,
     )

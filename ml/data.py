@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ml.config import MARTS_SCHEMA
+from ml.contracts import INDICATOR_MART
 from ml.features import INDICATOR_COLUMNS
 from ml.warehouse import Warehouse
-
-INDICATOR_MART = f"{MARTS_SCHEMA}.fct_daily_indicators"
 
 
 def load_indicators(warehouse: Warehouse, tickers: list[str] | None = None) -> pd.DataFrame:

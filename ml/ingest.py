@@ -79,7 +79,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --help` stays fast
     import pandas as pd
 
-    from ml.warehouse import Warehouse
+    from ml.context import RunContext
 
 EXCHANGE_TZ = "America/New_York"
 TICKER_PATTERN = re.compile(r"^[A-Z0-9.\-^]{1,15}$")
@@ -136,6 +136,9 @@ class FileResult:
     duplicates_dropped: int = 0
     replaced_from: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    # A failure that is not the file's fault (the warehouse was unreachable, ...): trying the
+    # same file again may succeed.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -185,8 +188,8 @@ class IngestReport:
 
 # -- public entry point ---------------------------------------------------------------------
 def ingest_paths(
+    ctx: RunContext,
     paths: Iterable[str | Path],
-    warehouse: Warehouse | None = None,
     ticker: str | None = None,
     progress: ProgressCallback | None = None,
 ) -> IngestReport:
@@ -196,39 +199,47 @@ def ingest_paths(
     ``failed``) and the remaining files still load. ``progress(done, total, path)`` is called
     after each file.
     """
-    if warehouse is None:
-        from ml.warehouse import Warehouse
-
-        warehouse = Warehouse()
     report = IngestReport()
     files = expand_paths(paths)
     total = len(files)
     for done, (path, problem) in enumerate(files, start=1):
-        result = FileResult(file=path)
-        try:
-            if problem is not None:
-                raise IngestFileError(path, problem)
-            parsed = parse_price_file(path, ticker=ticker)
-            result.layout = parsed.layout
-            result.tickers = parsed.tickers
-            result.rows_read = parsed.rows_read
-            result.refused = len(parsed.rejected)
-            result.duplicates_dropped = parsed.duplicates_dropped
-            counts = warehouse.load_price_file(parsed.prices, parsed.rejected, parsed.file_record)
-            result.inserted, result.updated, result.unchanged = (
-                counts.inserted,
-                counts.updated,
-                counts.unchanged,
-            )
-            result.replaced_from = counts.replaced_from
-        except IngestFileError as exc:
-            result.status, result.error = "failed", str(exc)
-        except Exception as exc:  # a warehouse or unexpected error must not stop other files
-            result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
-        report.files.append(result)
+        report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem))
         if progress is not None:
             progress(done, total, path)
     return report
+
+
+def ingest_file(
+    ctx: RunContext,
+    path: Path,
+    ticker: str | None = None,
+    source_name: str | None = None,
+    problem: str | None = None,
+) -> FileResult:
+    """Load one file atomically; never raises: the outcome, failure included, is returned."""
+    result = FileResult(file=path)
+    try:
+        if problem is not None:
+            raise IngestFileError(path, problem)
+        parsed = parse_price_file(path, ticker=ticker, source_name=source_name)
+        result.layout = parsed.layout
+        result.tickers = parsed.tickers
+        result.rows_read = parsed.rows_read
+        result.refused = len(parsed.rejected)
+        result.duplicates_dropped = parsed.duplicates_dropped
+        counts = ctx.warehouse.load_price_file(parsed.prices, parsed.rejected, parsed.file_record)
+        result.inserted, result.updated, result.unchanged = (
+            counts.inserted,
+            counts.updated,
+            counts.unchanged,
+        )
+        result.replaced_from = counts.replaced_from
+    except IngestFileError as exc:
+        result.status, result.error = "failed", str(exc)
+    except Exception as exc:  # a warehouse or unexpected error must not stop other files
+        result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
+        result.retryable = True
+    return result
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
@@ -258,9 +269,11 @@ def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:
     return out
 
 
+CSV_SUFFIXES = (".csv", ".csv.gz")
+
+
 def _is_csv_name(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".csv") or name.endswith(".csv.gz")
+    return path.name.lower().endswith(CSV_SUFFIXES)
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -471,8 +484,14 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
     return dates
 
 
-def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
-    """Read and validate one file. Raises IngestFileError for file problems."""
+def parse_price_file(
+    path: Path, ticker: str | None = None, source_name: str | None = None
+) -> ParsedFile:
+    """Read and validate one file. Raises IngestFileError for file problems.
+
+    ``source_name`` is what the warehouse records as the file (default: its resolved path),
+    e.g. ``gs://bucket/uploads/AAPL.csv`` for a file downloaded from an upload bucket.
+    """
     import numpy as np
     import pandas as pd
 
@@ -485,6 +504,7 @@ def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
         raise IngestFileError(path, "header only: no data rows")
     now = datetime.now(UTC).replace(tzinfo=None)
     n = len(rec)
+    source = source_name or str(path)
 
     # -- fields as trimmed strings ----------------------------------------------------------
     body_text = text[text.find("\n") + 1 :]
@@ -665,14 +685,14 @@ def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
         prices["adj_close"] = prices["close"]
     prices["adj_close"] = prices["adj_close"].astype(float)
     prices["volume"] = prices["volume"].astype(float).round().astype("Int64")
-    prices["source_file"] = str(path)
+    prices["source_file"] = source
     prices["ingested_at"] = now
     prices = prices.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
 
     date_text = field["date"][refused]
     rejected = pd.DataFrame(
         {
-            "source_file": str(path),
+            "source_file": source,
             "line_number": rec["line"][refused].astype("int64"),
             "ticker": tickers[refused].where(tickers[refused] != "", None),
             "trade_date": date_text.where(date_text != "", None),
@@ -687,7 +707,7 @@ def parse_price_file(path: Path, ticker: str | None = None) -> ParsedFile:
     else:
         tickers_seen = [tickers.iloc[0]]
     file_record = {
-        "source_file": str(path),
+        "source_file": source,
         "content_sha256": sha256,
         "layout": layout,
         "tickers": ",".join(tickers_seen),

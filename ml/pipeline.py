@@ -5,11 +5,17 @@ The CLI and (later) the orchestration flows are thin faces over these functions.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ml.config import data_dir, load_settings
+from ml.config import data_dir
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 FORECAST_MARTS = "source:ml.predicted_prices+"
 
@@ -25,6 +31,7 @@ class RunReport:
 
 
 def run_pipeline(
+    ctx: RunContext,
     paths: list[Path],
     *,
     ticker: str | None = None,
@@ -33,68 +40,83 @@ def run_pipeline(
     say=print,
     force: bool = False,
 ) -> RunReport:
+    """Ingest ``paths``, then :func:`refresh`."""
     from ml.ingest import ingest_paths
-    from ml.transform import transform
-    from ml.warehouse import Warehouse
 
-    settings = load_settings()
-    warehouse = Warehouse(settings)
     report = RunReport()
-
-    def stage(name: str):
-        say(f"== {name}")
-        return time.perf_counter()
-
-    started = stage("ingest")
-    ingest = ingest_paths(paths, warehouse=warehouse, ticker=ticker)
-    for line in ingest.summary_lines():
-        say(line)
+    with _stage(report, "ingest", say):
+        ingest = ingest_paths(ctx, paths, ticker=ticker)
+        for line in ingest.summary_lines():
+            say(line)
     report.ingest_ok = ingest.ok
-    report.stage_seconds["ingest"] = time.perf_counter() - started
+    return refresh(ctx, retrain=retrain, train_config=train_config, say=say, force=force,
+                   report=report)  # fmt: skip
 
-    started = stage("transform (dbt build)")
-    transform(settings, echo=say)
-    report.stage_seconds["transform"] = time.perf_counter() - started
+
+def refresh(
+    ctx: RunContext,
+    *,
+    retrain: bool = False,
+    train_config=None,
+    say=print,
+    force: bool = False,
+    report: RunReport | None = None,
+) -> RunReport:
+    """Everything after loading: dbt build -> train (if no champion) -> score -> forecast marts.
+
+    The scheduled job in production (the upload function only loads files).
+    """
+    from ml.transform import transform
+
+    report = report or RunReport()
+    with _stage(report, "transform", say, "transform (dbt build)"):
+        transform(ctx, echo=say)
 
     from ml import registry
 
-    registry.configure(settings)
-    if retrain or registry.champion_version() is None:
-        started = stage("train")
+    ctx.tracking()
+    champion = registry.champion_version()
+    if retrain or champion is None:
         from ml.train import train
 
-        result = train(train_config, warehouse=warehouse, progress=say, force=force)
-        report.trained_version = result.model_version
-        report.gate = result.gate
-        say(
-            f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
-            f"(run {result.run_id}); held-out relative MAE vs naive, mean over horizons: "
-            f"{result.metrics['rel_mae'].mean():.3f}"
-        )
-        report.stage_seconds["train"] = time.perf_counter() - started
+        with _stage(report, "train", say):
+            result = train(ctx, train_config, progress=say, force=force)
+            report.trained_version = result.model_version
+            report.gate = result.gate
+            say(
+                f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
+                f"(run {result.run_id}); held-out relative MAE vs naive, mean over horizons: "
+                f"{result.metrics['rel_mae'].mean():.3f}"
+            )
     else:
-        say(f"== train skipped: champion v{registry.champion_version()} is registered")
+        say(f"== train skipped: champion v{champion} is registered")
 
-    started = stage("score")
     from ml.score import score
 
-    scored = score(warehouse=warehouse, progress=say)
-    report.scored_version = scored.model_version
-    report.forecasts_written = scored.rows_written
-    say(
-        f"wrote {scored.rows_written} forecasts for {scored.tickers_scored} tickers"
-        + (
-            f"; skipped (too little history): {', '.join(scored.tickers_skipped)}"
-            if scored.tickers_skipped
-            else ""
+    with _stage(report, "score", say):
+        scored = score(ctx, progress=say)
+        report.scored_version = scored.model_version
+        report.forecasts_written = scored.rows_written
+        say(
+            f"wrote {scored.rows_written} forecasts for {scored.tickers_scored} tickers"
+            + (
+                f"; skipped (too little history): {', '.join(scored.tickers_skipped)}"
+                if scored.tickers_skipped
+                else ""
+            )
         )
-    )
-    report.stage_seconds["score"] = time.perf_counter() - started
 
-    started = stage("publish forecast marts (dbt build)")
-    transform(settings, select=FORECAST_MARTS, echo=say)
-    report.stage_seconds["publish"] = time.perf_counter() - started
+    with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
+        transform(ctx, select=FORECAST_MARTS, echo=say)
     return report
+
+
+@contextlib.contextmanager
+def _stage(report: RunReport, name: str, say, title: str | None = None) -> Iterator[None]:
+    say(f"== {title or name}")
+    started = time.perf_counter()
+    yield
+    report.stage_seconds[name] = time.perf_counter() - started
 
 
 def write_demo_prices(out_dir: Path | None = None) -> Path:

@@ -19,14 +19,18 @@ from mlflow.tracking import MlflowClient
 from ml.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at the configured store; create the experiment. Returns its id."""
+def configure(settings: Settings, experiment_id: str | None = None) -> str:
+    """Point MLflow at the configured store; create the experiment unless its id is known.
+    Returns the experiment's id."""
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         Path(settings.mlflow_tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
             parents=True, exist_ok=True
         )
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_tracking_uri)
+    if experiment_id is not None:
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
         experiment_id = mlflow.create_experiment(

@@ -8,15 +8,18 @@ earlier forecasts for the same (ticker, as-of date) in one transaction.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ml import intervals
-from ml.config import MODEL_NAME, load_settings
+from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.features import HORIZONS, VOLATILITY, build_feature_frame, make_windows
-from ml.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 
 def next_trading_days(as_of_dates: list[pd.Timestamp], count: int) -> dict:
@@ -49,15 +52,12 @@ class ScoreResult:
     tickers_skipped: list[str]
 
 
-def score(
-    warehouse: Warehouse | None = None, tickers: list[str] | None = None, progress=None
-) -> ScoreResult:
+def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> ScoreResult:
     from ml import registry
 
-    settings = warehouse.settings if warehouse else load_settings()
-    warehouse = warehouse or Warehouse(settings)
+    warehouse = ctx.warehouse
     say = progress or (lambda message: None)
-    registry.configure(settings)
+    ctx.tracking()
     champion = registry.load_champion()
     window = int(champion.meta["window"])
 

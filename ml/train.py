@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from ml.config import MODEL_NAME, load_settings
+from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics, naive_scales
 from ml.features import (
@@ -26,7 +27,9 @@ from ml.features import (
 )
 from ml.folds import Fold
 from ml.model import ModelParams
-from ml.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 
 @dataclass(frozen=True)
@@ -135,8 +138,8 @@ def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
 
 
 def train(
+    ctx: RunContext,
     config: TrainConfig | None = None,
-    warehouse: Warehouse | None = None,
     progress=None,
     force: bool = False,
 ) -> TrainResult:
@@ -148,11 +151,10 @@ def train(
     from ml.model import fit_forecaster
 
     config = config or TrainConfig()
-    settings = warehouse.settings if warehouse else load_settings()
-    warehouse = warehouse or Warehouse(settings)
+    warehouse = ctx.warehouse
     say = progress or (lambda message: None)
 
-    registry.configure(settings)
+    ctx.tracking()
     params, tune_run_id = resolve_params(config)
     config = replace(config, params=params)
     if tune_run_id:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ml.config import DBT_PROJECT_DIR, Settings, data_dir, load_settings, profiles_dir
+from ml.config import DBT_PROJECT_DIR, Settings, data_dir, profiles_dir
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 
 class DbtError(RuntimeError):
@@ -24,9 +28,8 @@ def dbt_command(args: list[str], settings: Settings) -> list[str]:
     ]  # fmt: skip
 
 
-def run_dbt(args: list[str], settings: Settings | None = None, echo=None) -> str:
+def run_dbt(args: list[str], settings: Settings, echo=None) -> str:
     """Run a dbt command, streaming its log lines to ``echo``; raise DbtError on failure."""
-    settings = settings or load_settings()
     env = settings.dbt_env()
     work = data_dir() / "dbt"
     env.setdefault("DBT_TARGET_PATH", str(work / "target"))
@@ -52,9 +55,13 @@ def run_dbt(args: list[str], settings: Settings | None = None, echo=None) -> str
     return text
 
 
-def transform(settings: Settings | None = None, select: str | None = None, echo=None) -> str:
-    """``dbt build``: build every model and run every data and unit test."""
+def transform(ctx: RunContext, select: str | None = None, echo=None) -> str:
+    """``dbt build``: build every model and run every data and unit test.
+
+    The warehouse's own tables are created first, so dbt's sources exist on a new warehouse.
+    """
+    ctx.warehouse.ensure_schema()
     args = ["build"]
     if select:
         args += ["--select", select]
-    return run_dbt(args, settings, echo)
+    return run_dbt(args, ctx.settings, echo)

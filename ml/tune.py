@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ml.backtest import BacktestConfig, run_backtest
-from ml.config import EXPERIMENT_NAME, load_settings
+from ml.config import EXPERIMENT_NAME
 from ml.data import load_indicators
 from ml.evaluate import skill_by_model
 from ml.features import build_feature_frame
 from ml.model import ModelParams
 from ml.train import TrainConfig
-from ml.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    from ml.context import RunContext
 
 TUNED_FIELDS = ("window", "units", "layers", "dropout", "learning_rate", "epochs")
 
@@ -51,27 +54,24 @@ def objective_score(metrics: pd.DataFrame) -> float:
 
 
 def tune(
+    ctx: RunContext,
     trials: int,
     base: TrainConfig | None = None,
     n_folds: int = 3,
     test_days: int = 21,
-    warehouse: Warehouse | None = None,
     progress=None,
     search=suggest,
 ) -> TuneResult:
     import mlflow
     import optuna
 
-    from ml import registry
-
     base = base or TrainConfig()
     say = progress or (lambda message: None)
-    settings = warehouse.settings if warehouse else load_settings()
-    warehouse = warehouse or Warehouse(settings)
+    warehouse = ctx.warehouse
     frame = build_feature_frame(
         load_indicators(warehouse, list(base.tickers) if base.tickers else None)
     )
-    registry.configure(settings)
+    ctx.tracking()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=base.params.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)

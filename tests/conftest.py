@@ -28,10 +28,35 @@ def stockcast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def warehouse(stockcast_home: Path):
-    """A real Warehouse on an empty DuckDB file in tmp_path, schema created."""
-    from ml.warehouse import Warehouse
+def ctx(stockcast_home: Path):
+    """A run context on an empty DuckDB file in tmp_path, schema created."""
+    from ml.context import build_context
 
-    wh = Warehouse()
-    wh.ensure_schema()
-    return wh
+    context = build_context()
+    context.warehouse.ensure_schema()
+    return context
+
+
+@pytest.fixture
+def warehouse(ctx):
+    """The run context's real warehouse (DuckDB file in tmp_path)."""
+    return ctx.warehouse
+
+
+@pytest.fixture(scope="session")
+def emulators() -> dict[str, str]:
+    """The local BigQuery and GCS emulators, started by the project's own script (as a user
+    would: `eval "$(scripts/emulators.sh up)"`); the environment that points clients at them."""
+    import subprocess
+
+    from helpers import REPO
+
+    script = REPO / "scripts" / "emulators.sh"
+    done = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.fail(f"scripts/emulators.sh up failed:\n{done.stderr[-3000:]}")
+    env = {}
+    for line in done.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'\"")
+    return env

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+REPO = Path(__file__).resolve().parents[1]
 # The developer data set beside the repository (`../shared/data`); STOCKCAST_SHARED_DATA points
 # the tests at another copy.
 SHARED_DATA = Path(
@@ -86,13 +87,16 @@ def mean_reverting_prices(n: int, coefficient: float = -0.6, seed: int = 0) -> p
 
 
 @contextlib.contextmanager
-def isolated_home(home: Path):
+def isolated_home(home: Path, env: dict[str, str] | None = None):
     """Point every Stockcast setting at ``home`` (a fresh data folder) while the block runs:
-    warehouse, MLflow store and dbt artefacts all land there. For module-scoped fixtures."""
+    warehouse, MLflow store and dbt artefacts all land there; ``env`` is set on top (e.g. the
+    emulators' target). For module-scoped fixtures."""
     import pytest
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STOCKCAST_HOME", str(home))
         for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_TARGET"):
             patch.delenv(name, raising=False)
+        for name, value in (env or {}).items():
+            patch.setenv(name, value)
         yield home

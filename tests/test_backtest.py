@@ -100,11 +100,13 @@ def stored(tmp_path_factory):
         shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs)
     with isolated_home(home):
         from ml.backtest import backtest
+        from ml.context import build_context
         from ml.ingest import ingest_paths
         from ml.transform import transform
 
-        assert ingest_paths([inputs]).ok
-        transform()
+        ctx = build_context()
+        assert ingest_paths(ctx, [inputs]).ok
+        transform(ctx)
         config = BacktestConfig(
             n_folds=2,
             test_days=5,
@@ -112,16 +114,14 @@ def stored(tmp_path_factory):
             train=TINY.train,
             peer_epochs=1,
         )
-        first = backtest(config)
-        second = backtest(config)
-        from ml.config import load_settings
-        from ml.warehouse import Warehouse
-
-        yield first, second, Warehouse(load_settings()), load_settings()
+        first = backtest(ctx, config)
+        second = backtest(ctx, config)
+        yield first, second, ctx
 
 
 def test_backtest_results_are_stored_per_run(stored):
-    first, second, warehouse, _ = stored
+    first, second, ctx = stored
+    warehouse = ctx.warehouse
     metrics = warehouse.query_df("select * from ml.backtest_metrics")
     assert set(metrics["backtest_run_id"]) == {first.run_id, second.run_id}
     one = metrics[metrics["backtest_run_id"] == first.run_id]
@@ -134,7 +134,7 @@ def test_backtest_results_are_stored_per_run(stored):
 
 
 def test_same_seed_same_data_same_metrics(stored):
-    first, second, _, _ = stored
+    first, second, _ = stored
     a = first.metrics.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
     b = second.metrics.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
     numeric = a.select_dtypes("number").columns
@@ -145,7 +145,8 @@ def test_backtest_run_is_in_mlflow_with_plots(stored):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    first, _, _, settings = stored
+    first, _, ctx = stored
+    settings = ctx.settings
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient()
     run = client.get_run(first.run_id)
@@ -162,14 +163,15 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     from ml.train import train
     from ml.tune import best_params, tune
 
-    _, _, warehouse, settings = stored
+    _, _, ctx = stored
+    settings = ctx.settings
 
     def tiny_search(trial, base):
         from dataclasses import replace
 
         return replace(base, units=trial.suggest_categorical("units", [2, 4]), epochs=1)
 
-    result = tune(2, TINY.train, n_folds=1, test_days=5, warehouse=warehouse, search=tiny_search)
+    result = tune(ctx, 2, TINY.train, n_folds=1, test_days=5, search=tiny_search)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient()
     children = client.search_runs(
@@ -182,7 +184,7 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
 
     tuned, run_id = best_params()
     assert run_id == result.run_id and tuned.units == result.best_params.units
-    trained = train(TINY.train, warehouse=warehouse)  # TINY sets units=4: explicit still wins
+    trained = train(ctx, TINY.train)  # TINY sets units=4: explicit still wins
     run = client.get_run(trained.run_id)
     assert run.data.tags["tuned_from_run"] == result.run_id
     assert run.data.params["units"] == "4"
@@ -190,7 +192,7 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     assert run.data.tags["gate_alias"] in {"champion", "challenger"}
     assert run.data.tags["gate_reason"]
     assert float(run.data.tags["gate_candidate_rel_mae"]) > 0
-    forced = train(TINY.train, warehouse=warehouse, force=True)
+    forced = train(ctx, TINY.train, force=True)
     forced_run = client.get_run(forced.run_id)
     assert forced_run.data.tags["gate_forced"] == "True"
     assert forced.gate.alias == "champion"

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from ml.config import load_settings
+from ml.config import ConfigError, load_settings
 
 
 def test_defaults_live_in_the_data_folder_and_leave_the_environment_alone(tmp_path, monkeypatch):
@@ -10,19 +10,20 @@ def test_defaults_live_in_the_data_folder_and_leave_the_environment_alone(tmp_pa
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STOCKCAST_HOME", str(tmp_path))
     settings = load_settings()
-    assert settings.target == "dev" and settings.adapter_type == "duckdb"
-    assert settings.duckdb_path == tmp_path / "warehouse" / "stockcast.duckdb"
+    assert settings.target == "dev" and settings.engine == "duckdb"
+    assert settings.target_config["path"] == str(tmp_path / "warehouse" / "stockcast.duckdb")
     assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     assert "STOCKCAST_DUCKDB_PATH" not in os.environ
     # dbt gets the same resolved path Python uses.
-    assert settings.dbt_env()["STOCKCAST_DUCKDB_PATH"] == str(settings.duckdb_path)
+    assert settings.dbt_env()["STOCKCAST_DUCKDB_PATH"] == settings.target_config["path"]
 
 
 def test_one_setting_moves_dbt_and_python(tmp_path, monkeypatch):
     monkeypatch.setenv("STOCKCAST_DUCKDB_PATH", str(tmp_path / "elsewhere.duckdb"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/other.db")
     settings = load_settings()
-    assert settings.duckdb_path == tmp_path / "elsewhere.duckdb"
+    assert settings.target_config["path"] == str(tmp_path / "elsewhere.duckdb")
+    assert settings.dbt_env()["STOCKCAST_DUCKDB_PATH"] == str(tmp_path / "elsewhere.duckdb")
     assert settings.mlflow_tracking_uri == "sqlite:////tmp/other.db"
 
 
@@ -30,9 +31,8 @@ def test_target_selects_the_bigquery_profile_and_unknown_targets_fail(monkeypatc
     monkeypatch.setenv("STOCKCAST_TARGET", "bigquery")
     monkeypatch.setenv("STOCKCAST_BQ_PROJECT", "my-project")
     settings = load_settings()
-    assert settings.adapter_type == "bigquery"
+    assert settings.engine == "bigquery"
     assert settings.target_config["project"] == "my-project"
-    assert settings.duckdb_path is None
     monkeypatch.setenv("STOCKCAST_TARGET", "nope")
-    with pytest.raises(ValueError, match="not a target"):
+    with pytest.raises(ConfigError, match="not a target"):
         load_settings()

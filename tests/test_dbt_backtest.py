@@ -68,14 +68,16 @@ def built(tmp_path_factory):
     if not HWM.is_file():
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
     with isolated_home(tmp_path_factory.mktemp("dbt_backtest")):
+        from ml.backtest import with_fold_span
+        from ml.context import build_context
         from ml.folds import make_folds
         from ml.ingest import ingest_paths
         from ml.transform import transform
-        from ml.warehouse import Warehouse
 
-        w = Warehouse()
+        ctx = build_context()
+        w = ctx.warehouse
         w.ensure_schema()
-        assert ingest_paths([HWM], warehouse=w).ok
+        assert ingest_paths(ctx, [HWM]).ok
         prices = w.query_df(
             "select trade_date, close from raw.daily_prices where ticker = 'HWM' order by trade_date"
         )
@@ -90,8 +92,12 @@ def built(tmp_path_factory):
         # An older run (HWM only, first fold) stored before the latest one.
         old = forecasts[(forecasts["ticker"] == "HWM") & (forecasts["fold"] == 0)]
         closes = {"HWM": hwm, "SYN": other}
-        w.replace_backtest("old-run", _metrics(old, closes, folds[:1]), old, folds[:1])
-        w.replace_backtest("new-run", _metrics(forecasts, closes, folds), forecasts, folds)
+        w.replace_backtest(
+            "old-run", with_fold_span(_metrics(old, closes, folds[:1]), folds[:1]), old
+        )
+        w.replace_backtest(
+            "new-run", with_fold_span(_metrics(forecasts, closes, folds), folds), forecasts
+        )
 
         # Scored forecasts with price-level intervals (one as-of date) and without (another).
         dates = [d.date() for d in hwm.index]
@@ -121,7 +127,7 @@ def built(tmp_path_factory):
                 scored_at=pd.Timestamp("2022-01-28 18:00"),
             )
         )
-        log = transform()  # the product's `dbt build`
+        log = transform(ctx)  # the product's `dbt build`
     return {"db": w.path, "forecasts": forecasts, "hwm": hwm, "log": log}
 
 

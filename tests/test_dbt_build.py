@@ -20,13 +20,14 @@ def built(tmp_path_factory):
     if not HWM.is_file():
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
     with isolated_home(tmp_path_factory.mktemp("dbt_build")):
+        from ml.context import build_context
         from ml.ingest import ingest_paths
         from ml.transform import transform
-        from ml.warehouse import Warehouse
 
-        warehouse = Warehouse()
+        ctx = build_context()
+        warehouse = ctx.warehouse
         db_path = warehouse.path
-        assert ingest_paths([HWM], warehouse=warehouse).ok
+        assert ingest_paths(ctx, [HWM]).ok
         dates = [
             d.date()
             for d in warehouse.query_df(
@@ -50,7 +51,7 @@ def built(tmp_path_factory):
             }
         )
         warehouse.replace_predictions(predictions)
-        transform()  # the product's `dbt build`
+        transform(ctx)  # the product's `dbt build`
     return db_path
 
 

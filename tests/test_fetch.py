@@ -54,14 +54,14 @@ def test_invalid_ticker_is_refused_before_any_network_use(tmp_path):
         fetch_prices(["NOT VALID"], date(2024, 1, 1), None, tmp_path)
 
 
-def test_write_yahoo_csv_layout_and_ingest(yfinance_history, tmp_path, warehouse):
+def test_write_yahoo_csv_layout_and_ingest(yfinance_history, tmp_path, ctx, warehouse):
     path = write_yahoo_csv(yfinance_history, tmp_path / "AAPL.csv")
     lines = path.read_text().splitlines()
     assert lines[0] == "Date,Open,High,Low,Close,Adj Close,Volume"
     assert lines[1] == "2024-01-02,187.149994,188.440002,183.889999,185.639999,184.938217,82488700"
     assert lines[3] == "2024-01-04,182.149994,183.089996,180.880005,null,null,71983600"
 
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert result.layout == "yahoo" and result.tickers == ["AAPL"]
     assert (result.inserted, result.refused) == (2, 1)

@@ -62,16 +62,15 @@ def _synthetic_flat_series() -> pd.DataFrame:
     return pd.DataFrame({"trade_date": dates.date, "close": close})
 
 
-def load_prices() -> None:
+def load_prices(ctx) -> None:
     """Load the test files into a fresh warehouse through the real ingest."""
     from ml.ingest import ingest_paths
-    from ml.warehouse import Warehouse
 
-    warehouse = Warehouse()
+    warehouse = ctx.warehouse
     yahoo_files = [YAHOO / f"{t}.csv.gz" for t in YAHOO_TICKERS]
     # Kaggle first: its AAPL rows are then replaced by the Yahoo history, so each ticker's
     # series comes from one vendor. GSPC rows with open = 0 are refused by ingest.
-    report = ingest_paths([KAGGLE, *yahoo_files, GSPC], warehouse=warehouse)
+    report = ingest_paths(ctx, [KAGGLE, *yahoo_files, GSPC])
     assert report.ok, report.summary_lines()
     flat = _synthetic_flat_series().assign(
         ticker=SYNTHETIC_FLAT, source_file="synthetic", ingested_at=pd.Timestamp.now()
@@ -92,13 +91,14 @@ def load_prices() -> None:
 def mart(tmp_path_factory) -> pd.DataFrame:
     if not (YAHOO.is_dir() and KAGGLE.is_file() and GSPC.is_file()):
         pytest.skip(f"shared developer data not found under {SHARED_DATA}")
+    from ml.context import build_context
     from ml.transform import transform
-    from ml.warehouse import Warehouse
 
     with isolated_home(tmp_path_factory.mktemp("dbt_parity")):
-        load_prices()
-        transform()  # the product's `dbt build`: models, data tests and unit tests
-        yield Warehouse().query_df(
+        ctx = build_context()
+        load_prices(ctx)
+        transform(ctx)  # the product's `dbt build`: models, data tests and unit tests
+        yield ctx.warehouse.query_df(
             "select * from marts.fct_daily_indicators order by ticker, trade_date"
         )
 

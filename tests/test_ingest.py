@@ -70,9 +70,9 @@ GOOD_ROWS = [
 
 
 # -- layouts ----------------------------------------------------------------------------------
-def test_yahoo_file_loads_and_null_bar_is_refused_with_its_line(shared_data, warehouse):
+def test_yahoo_file_loads_and_null_bar_is_refused_with_its_line(shared_data, ctx, warehouse):
     path = shared_data / "yahoo_sp500_daily" / "AAPL.csv.gz"
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
 
     assert report.ok, report.summary_lines()
     (result,) = report.files
@@ -108,9 +108,9 @@ def test_yahoo_file_loads_and_null_bar_is_refused_with_its_line(shared_data, war
     assert "5555 inserted" in report.summary_lines()[0]
 
 
-def test_gspc_index_refuses_zero_opens(shared_data, warehouse):
+def test_gspc_index_refuses_zero_opens(shared_data, ctx, warehouse):
     path = shared_data / "index_etf" / "GSPC.csv.gz"
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert report.ok and result.tickers == ["GSPC"]
     assert (result.rows_read, result.inserted, result.refused) == (24114, 24114 - 5075, 5075)
@@ -123,18 +123,18 @@ def test_gspc_index_refuses_zero_opens(shared_data, warehouse):
     assert (df.open > 0).all()
 
 
-def test_caret_index_file_name_keeps_caret(shared_data, warehouse, tmp_path):
+def test_caret_index_file_name_keeps_caret(shared_data, ctx, warehouse, tmp_path):
     lines = gzip.decompress((shared_data / "index_etf" / "GSPC.csv.gz").read_bytes())
     lines = lines.decode().splitlines()
     path = write(tmp_path / "^GSPC.csv", [lines[0], *lines[-5:]])
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert report.ok and report.files[0].tickers == ["^GSPC"]
     assert len(prices(warehouse, "^GSPC")) == 5
 
 
-def test_spy_yfinance_history_export(shared_data, warehouse):
+def test_spy_yfinance_history_export(shared_data, ctx, warehouse):
     path = shared_data / "index_etf" / "SPY.csv.gz"
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert report.ok and result.layout == "yfinance_history" and result.tickers == ["SPY"]
     # Float noise like high 25.49882316589355 < close 25.498823165893555 is not a violation.
@@ -148,9 +148,9 @@ def test_spy_yfinance_history_export(shared_data, warehouse):
     assert ((df.high >= df[["open", "close", "low"]].max(axis=1)) & (df.low <= df.open)).all()
 
 
-def test_alphavantage_split_adjustment_matches_yahoo(shared_data, warehouse):
+def test_alphavantage_split_adjustment_matches_yahoo(shared_data, ctx, warehouse):
     av_path = shared_data / "alphavantage_daily_adjusted" / "DA-AAPL-T-2021-04-21.csv.gz"
-    report = ingest_paths([av_path], warehouse=warehouse)
+    report = ingest_paths(ctx, [av_path])
     (result,) = report.files
     assert report.ok and result.layout == "alphavantage_daily_adjusted"
     assert result.tickers == ["AAPL"] and (result.inserted, result.refused) == (5402, 0)
@@ -181,7 +181,7 @@ def test_alphavantage_split_adjustment_matches_yahoo(shared_data, warehouse):
     assert (last.close, last.adj_close, last.volume) == (133.5, 133.5, 68538237)
 
 
-def test_kaggle_long_table_slice(shared_data, warehouse, tmp_path):
+def test_kaggle_long_table_slice(shared_data, ctx, warehouse, tmp_path):
     """A few tickers of the Kaggle long table, with its real NaN-open and low>open rows."""
     text = gzip.decompress(
         (shared_data / "kaggle_sp500_5yr" / "all_stocks_5yr_dev.csv.gz").read_bytes()
@@ -191,7 +191,7 @@ def test_kaggle_long_table_slice(shared_data, warehouse, tmp_path):
     picked = [lines[0]] + [line for line in lines[1:] if line.rsplit(",", 1)[1] in wanted]
     path = write(tmp_path / "kaggle_slice.csv", picked)
 
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert report.ok and result.layout == "long_table"
     assert result.tickers == sorted(wanted)
@@ -236,12 +236,12 @@ def test_kaggle_full_file_quirks_are_refused(shared_data):
 
 
 # -- idempotency and updates ------------------------------------------------------------------
-def test_reingest_is_idempotent(shared_data, warehouse):
+def test_reingest_is_idempotent(shared_data, ctx, warehouse):
     path = shared_data / "yahoo_sp500_daily" / "AAPL.csv.gz"
-    ingest_paths([path], warehouse=warehouse)
+    ingest_paths(ctx, [path])
     before = snapshot(warehouse)
 
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert (result.inserted, result.updated, result.unchanged, result.refused) == (0, 0, 5555, 1)
     after = snapshot(warehouse)
@@ -266,15 +266,15 @@ def test_reingest_is_idempotent(shared_data, warehouse):
     )
 
 
-def test_corrected_file_updates_rows(warehouse, tmp_path):
+def test_corrected_file_updates_rows(ctx, warehouse, tmp_path):
     path = write(tmp_path / "XYZ.csv", [YAHOO_HEADER, *GOOD_ROWS])
-    ingest_paths([path], warehouse=warehouse)
+    ingest_paths(ctx, [path])
     before = prices(warehouse, "XYZ")
 
     corrected = GOOD_ROWS.copy()
     corrected[1] = "2021-03-02,10.5,12.0,10.0,11.75,11.65,2100"
     write(path, [YAHOO_HEADER, *corrected])
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert (result.inserted, result.updated, result.unchanged) == (0, 1, 2)
     after = prices(warehouse, "XYZ")
@@ -319,12 +319,12 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-def test_file_problems_change_nothing_and_other_files_load(shared_data, warehouse, tmp_path):
-    ingest_paths([shared_data / "yahoo_sp500_daily" / "AAPL.csv.gz"], warehouse=warehouse)
+def test_file_problems_change_nothing_and_other_files_load(shared_data, ctx, warehouse, tmp_path):
+    ingest_paths(ctx, [shared_data / "yahoo_sp500_daily" / "AAPL.csv.gz"])
     good = write(tmp_path / "GOOD.csv", [YAHOO_HEADER, *GOOD_ROWS])
     for case, (bad, problem) in _bad_files(tmp_path).items():
         before = snapshot(warehouse)
-        report = ingest_paths([bad], warehouse=warehouse)
+        report = ingest_paths(ctx, [bad])
         assert not report.ok, case
         (result,) = report.files
         assert result.status == "failed"
@@ -333,7 +333,7 @@ def test_file_problems_change_nothing_and_other_files_load(shared_data, warehous
         assert_same_tables(before, snapshot(warehouse))
 
         # In one call with a good file: the good file loads, the bad one still fails.
-        report = ingest_paths([bad, good], warehouse=warehouse)
+        report = ingest_paths(ctx, [bad, good])
         assert not report.ok and [f.status for f in report.files] == ["failed", "ok"], case
         after = snapshot(warehouse)
         assert len(prices(warehouse, "GOOD")) == 3
@@ -348,18 +348,20 @@ def test_parse_price_file_raises_ingest_file_error(tmp_path):
     assert info.value.path == path.resolve()
 
 
-def test_invalid_ticker_argument_is_a_file_error_and_valid_one_overrides_name(warehouse, tmp_path):
+def test_invalid_ticker_argument_is_a_file_error_and_valid_one_overrides_name(
+    ctx, warehouse, tmp_path
+):
     path = write(tmp_path / "whatever_name.csv", [YAHOO_HEADER, *GOOD_ROWS])
-    report = ingest_paths([path], warehouse=warehouse, ticker="bad ticker")
+    report = ingest_paths(ctx, [path], ticker="bad ticker")
     assert not report.ok and "invalid ticker 'BAD TICKER' from the --ticker argument" in (
         report.files[0].error
     )
-    report = ingest_paths([path], warehouse=warehouse, ticker="brk.b")
+    report = ingest_paths(ctx, [path], ticker="brk.b")
     assert report.ok and report.files[0].tickers == ["BRK.B"]
     assert len(prices(warehouse, "BRK.B")) == 3
 
 
-def test_invalid_ticker_in_column_refuses_the_row(warehouse, tmp_path):
+def test_invalid_ticker_in_column_refuses_the_row(ctx, warehouse, tmp_path):
     path = write(
         tmp_path / "long.csv",
         [
@@ -370,7 +372,7 @@ def test_invalid_ticker_in_column_refuses_the_row(warehouse, tmp_path):
             "2021-03-01,10,11,9,10.5,100,^GSPC",
         ],
     )
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert report.ok and report.files[0].tickers == ["BF-B", "^GSPC"]
     rej = rejected(warehouse, path)
     assert rej[["line_number", "column_name", "reason"]].values.tolist() == [
@@ -380,7 +382,7 @@ def test_invalid_ticker_in_column_refuses_the_row(warehouse, tmp_path):
 
 
 # -- row problems -----------------------------------------------------------------------------
-def test_duplicate_dates(warehouse, tmp_path):
+def test_duplicate_dates(ctx, warehouse, tmp_path):
     path = write(
         tmp_path / "DUP.csv",
         [
@@ -392,7 +394,7 @@ def test_duplicate_dates(warehouse, tmp_path):
             GOOD_ROWS[2],
         ],
     )
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     (result,) = report.files
     assert (result.rows_read, result.inserted, result.refused) == (5, 2, 2)
     assert result.duplicates_dropped == 1
@@ -406,7 +408,7 @@ def test_duplicate_dates(warehouse, tmp_path):
     ]
 
 
-def test_future_and_weekend_dates_are_refused(warehouse, tmp_path):
+def test_future_and_weekend_dates_are_refused(ctx, warehouse, tmp_path):
     today_ny = datetime.now(ZoneInfo("America/New_York")).date()
     future = today_ny + timedelta(days=3)
     last_weekday = weekday_before(today_ny)
@@ -419,7 +421,7 @@ def test_future_and_weekend_dates_are_refused(warehouse, tmp_path):
             "2021-03-06,10,11,9,10.5,10.5,100",  # a Saturday
         ],
     )
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert report.files[0].inserted == 1
     rej = rejected(warehouse, path)
     assert rej.line_number.tolist() == [3, 4]
@@ -427,7 +429,7 @@ def test_future_and_weekend_dates_are_refused(warehouse, tmp_path):
     assert rej.reason[1] == "date falls on a weekend (Saturday)"
 
 
-def test_ohlc_and_value_violations_name_the_column(warehouse, tmp_path):
+def test_ohlc_and_value_violations_name_the_column(ctx, warehouse, tmp_path):
     rows = [
         "2021-03-01,9.5,9.9,9,10.5,10.5,100",  # 2 high below close
         "2021-03-02,10,11,10.2,10.5,10.5,100",  # 3 low above open
@@ -442,7 +444,7 @@ def test_ohlc_and_value_violations_name_the_column(warehouse, tmp_path):
         "2021-03-12,10,11,9,10.5,,",  # 12 ok: adj close and volume are optional
     ]
     path = write(tmp_path / "BAD.csv", [YAHOO_HEADER, *rows])
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert report.ok and report.files[0].inserted == 1
     rej = rejected(warehouse, path)
     got = rej[["line_number", "column_name", "reason"]].values.tolist()
@@ -472,7 +474,7 @@ def test_ohlc_and_value_violations_name_the_column(warehouse, tmp_path):
     assert np.isnan(row.adj_close) and pd.isna(row.volume)
 
 
-def test_line_numbers_with_blank_lines_crlf_and_quotes(warehouse, tmp_path):
+def test_line_numbers_with_blank_lines_crlf_and_quotes(ctx, warehouse, tmp_path):
     crlf = write(
         tmp_path / "CRLF.csv",
         [YAHOO_HEADER, GOOD_ROWS[0], "", GOOD_ROWS[1], "   ", "2021-03-03,1,0.5,1,1,1,1"],
@@ -490,7 +492,7 @@ def test_line_numbers_with_blank_lines_crlf_and_quotes(warehouse, tmp_path):
             '"2021-03-04","10","11","9","0","10.5","100"',
         ],
     )
-    report = ingest_paths([crlf, quoted], warehouse=warehouse)
+    report = ingest_paths(ctx, [crlf, quoted])
     assert report.ok, report.summary_lines()
     assert [f.inserted for f in report.files] == [2, 2]
     assert rejected(warehouse, crlf)[["line_number", "raw_record"]].values.tolist() == [
@@ -506,7 +508,7 @@ def test_line_numbers_with_blank_lines_crlf_and_quotes(warehouse, tmp_path):
 
 
 # -- paths, names, progress -------------------------------------------------------------------
-def test_folders_are_expanded_recursively_and_progress_is_reported(warehouse, tmp_path):
+def test_folders_are_expanded_recursively_and_progress_is_reported(ctx, warehouse, tmp_path):
     root = tmp_path / "in"
     (root / "sub").mkdir(parents=True)
     write(root / "BBB.csv", [YAHOO_HEADER, *GOOD_ROWS])
@@ -515,7 +517,7 @@ def test_folders_are_expanded_recursively_and_progress_is_reported(warehouse, tm
     )
     write(root / "notes.txt", ["not a price file"])
     calls = []
-    report = ingest_paths([root], warehouse=warehouse, progress=lambda *a: calls.append(a))
+    report = ingest_paths(ctx, [root], progress=lambda *a: calls.append(a))
     assert report.ok
     assert [f.file.name for f in report.files] == ["BBB.csv", "AAA.csv.gz"]  # sorted by path
     assert [c[:2] for c in calls] == [(1, 2), (2, 2)] and calls[-1][2].name == "AAA.csv.gz"
@@ -557,7 +559,7 @@ def test_import_is_light():
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_rows_replaced_from_another_file_are_reported(tmp_path, warehouse):
+def test_rows_replaced_from_another_file_are_reported(tmp_path, ctx, warehouse):
     header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
     first = tmp_path / "vendor_a" / "ACME.csv"
     second = tmp_path / "vendor_b" / "ACME.csv"
@@ -568,12 +570,12 @@ def test_rows_replaced_from_another_file_are_reported(tmp_path, warehouse):
     second.write_text(
         header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10.8,10.8,100\n"
     )
-    ingest_paths([first], warehouse=warehouse)
-    result = ingest_paths([second], warehouse=warehouse).files[0]
+    ingest_paths(ctx, [first])
+    result = ingest_paths(ctx, [second]).files[0]
     assert (result.updated, result.unchanged) == (1, 1)
     assert result.replaced_from == {str(first.resolve()): 1}
     assert "1 from ACME.csv" in result.summary_line()
-    again = ingest_paths([second], warehouse=warehouse).files[0]
+    again = ingest_paths(ctx, [second]).files[0]
     assert again.replaced_from == {} and again.updated == 0
 
 
@@ -584,11 +586,11 @@ def test_rows_replaced_from_another_file_are_reported(tmp_path, warehouse):
         (["01/03/2021", "02/03/2021", "15/03/2021"], "day first"),
     ],
 )
-def test_slash_dates_take_their_order_from_the_file(tmp_path, warehouse, first_dates, order):
+def test_slash_dates_take_their_order_from_the_file(tmp_path, ctx, warehouse, first_dates, order):
     path = tmp_path / "ACME.csv"
     rows = "".join(f"{d},10,11,9,10.5,100\n" for d in first_dates)
     path.write_text("Date,Open,High,Low,Close,Volume\n" + rows)
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert report.ok, (order, report.summary_lines())
     stored = warehouse.query_df("select trade_date from raw.daily_prices order by trade_date")
     assert [str(d.date()) for d in stored["trade_date"]] == [
@@ -598,10 +600,10 @@ def test_slash_dates_take_their_order_from_the_file(tmp_path, warehouse, first_d
     ]
 
 
-def test_ambiguous_slash_dates_are_a_file_problem(tmp_path, warehouse):
+def test_ambiguous_slash_dates_are_a_file_problem(tmp_path, ctx, warehouse):
     path = tmp_path / "ACME.csv"
     path.write_text("Date,Open,High,Low,Close\n03/01/2021,10,11,9,10.5\n03/02/2021,10,11,9,10\n")
-    report = ingest_paths([path], warehouse=warehouse)
+    report = ingest_paths(ctx, [path])
     assert not report.ok
     assert "ACME.csv" in report.files[0].error and "YYYY-MM-DD" in report.files[0].error
     assert warehouse.query_df("select count(*) as n from raw.daily_prices")["n"].iloc[0] == 0
@@ -614,10 +616,10 @@ def test_ambiguous_slash_dates_are_a_file_problem(tmp_path, warehouse):
         "404: Not Found",
     ],
 )
-def test_error_pages_saved_as_csv_are_named_as_such(tmp_path, warehouse, content):
+def test_error_pages_saved_as_csv_are_named_as_such(tmp_path, ctx, warehouse, content):
     """Failed downloads that saved Yahoo's JSON error or a 404 page under a .csv name."""
     path = tmp_path / "RJF.csv"
     path.write_text(content + "\n")
-    result = ingest_paths([path], warehouse=warehouse).files[0]
+    result = ingest_paths(ctx, [path]).files[0]
     assert not result.ok
     assert "RJF.csv" in result.error and "unrecognised layout" in result.error

@@ -11,10 +11,9 @@ from helpers import YAHOO, isolated_home
 
 pytest.importorskip("tensorflow")
 
-from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings
+from ml.config import CHAMPION_ALIAS, MODEL_NAME
 from ml.model import ModelParams
 from ml.train import TrainConfig
-from ml.warehouse import Warehouse
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,16 +38,19 @@ def pipeline_run(tmp_path_factory):
     for ticker in TICKERS:
         shutil.copy(YAHOO / f"{ticker}.csv.gz", inputs / f"{ticker}.csv.gz")
     with isolated_home(home):
+        from ml.context import build_context
         from ml.pipeline import run_pipeline
 
+        ctx = build_context()
         messages: list[str] = []
-        report = run_pipeline([inputs], train_config=TINY, say=messages.append)
+        report = run_pipeline(ctx, [inputs], train_config=TINY, say=messages.append)
         yield {
             "report": report,
             "messages": messages,
             "inputs": inputs,
-            "warehouse": Warehouse(load_settings()),
-            "settings": load_settings(),
+            "ctx": ctx,
+            "warehouse": ctx.warehouse,
+            "settings": ctx.settings,
         }
 
 
@@ -138,7 +140,7 @@ def test_rescoring_replaces_rows_and_a_failed_write_keeps_them(pipeline_run):
 
     warehouse = pipeline_run["warehouse"]
     before = warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
-    result = score(warehouse=warehouse)
+    result = score(pipeline_run["ctx"])
     after = warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
     assert result.rows_written == len(before) == len(after)
     pd.testing.assert_series_equal(before["predicted_close"], after["predicted_close"])
@@ -157,7 +159,9 @@ def test_second_run_with_same_input_skips_training_and_changes_nothing(pipeline_
 
     warehouse = pipeline_run["warehouse"]
     prices_before = warehouse.query_df("select * from raw.daily_prices order by ticker, trade_date")
-    report = run_pipeline([pipeline_run["inputs"]], train_config=TINY, say=lambda m: None)
+    report = run_pipeline(
+        pipeline_run["ctx"], [pipeline_run["inputs"]], train_config=TINY, say=lambda m: None
+    )
     assert report.trained_version is None  # a champion exists: no retraining
     prices_after = warehouse.query_df("select * from raw.daily_prices order by ticker, trade_date")
     pd.testing.assert_frame_equal(prices_before, prices_after)

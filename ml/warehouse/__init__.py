@@ -1,0 +1,180 @@
+"""The warehouse seam: the only package that knows DuckDB from BigQuery.
+
+Every other module talks to the warehouse through :class:`Warehouse`. Tables are named by their
+logical name (``raw.daily_prices``, see :mod:`ml.contracts`); each engine maps the schema to its
+own physical name (DuckDB: the schema as named; BigQuery: the dataset ``<prefix>_<schema>``).
+Data moves as pandas DataFrames. The engine is chosen by the dbt target's ``type``:
+:func:`open_warehouse`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ml.config import ConfigError, Settings
+from ml.contracts import PREDICTED_PRICES, SCHEMAS, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+    # Rows this file changed that another file had loaded: a correction, or two vendors
+    # disagreeing about the same (ticker, date). {other source_file: rows}
+    replaced_from: dict[str, int] = field(default_factory=dict)
+
+
+class WarehouseError(RuntimeError):
+    pass
+
+
+class Warehouse(abc.ABC):
+    """What the stages need from a warehouse; one subclass per engine."""
+
+    engine: str
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    # -- names and reads --------------------------------------------------------------------
+    @abc.abstractmethod
+    def table(self, logical_name: str) -> str:
+        """The physical, quoted name of ``schema.table`` to write into this engine's SQL."""
+
+    @abc.abstractmethod
+    def table_exists(self, logical_name: str) -> bool: ...
+
+    @abc.abstractmethod
+    def query_df(self, sql: str) -> pd.DataFrame:
+        """Run this engine's SQL (names from :meth:`table`) and return the result.
+
+        Dates come back as ``datetime64`` and timestamps as naive UTC, whatever the engine.
+        """
+
+    @abc.abstractmethod
+    def read_table(
+        self,
+        logical_name: str,
+        columns: list[str],
+        filter_in: dict[str, list] | None = None,
+        order_by: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """Columns of a table, optionally restricted to rows whose column values are listed."""
+
+    # -- writes -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
+        """Create the schemas and contract tables if missing; add contract columns that an
+        older warehouse lacks (nullable, so existing rows read NULL). Idempotent.
+
+        ``schemas`` limits it to the schemas a step writes: in production each step's account
+        may see only its own datasets (the upload function: ``raw``)."""
+
+    @abc.abstractmethod
+    def load_price_file(
+        self, prices: pd.DataFrame, rejected: pd.DataFrame, file_record: dict
+    ) -> UpsertCounts:
+        """Atomically upsert one file's accepted rows, replace its refused-row records and its
+        ledger row. Rows equal to the stored ones are left untouched (``ingested_at``
+        included), so loading the same file twice changes nothing."""
+
+    @abc.abstractmethod
+    def _replace_rows(self, table: Table, frame: pd.DataFrame, match: tuple[str, ...]) -> None:
+        """In one transaction: delete the rows of ``table`` whose ``match`` columns equal those
+        of any row of ``frame``, then insert ``frame``."""
+
+    def replace_predictions(self, predictions: pd.DataFrame) -> int:
+        """Replace the forecasts for each (ticker, as_of_date) in ``predictions`` atomically."""
+        self.ensure_schema((PREDICTED_PRICES.schema,))
+        frame = conform(predictions, PREDICTED_PRICES)
+        self._replace_rows(PREDICTED_PRICES, frame, ("ticker", "as_of_date"))
+        return len(frame)
+
+    def replace_backtest(self, run_id: str, metrics: pd.DataFrame, forecasts: pd.DataFrame) -> None:
+        """Store one backtest's metrics and forecasts under its MLflow run id (idempotent)."""
+        from ml.contracts import BACKTEST_FORECASTS, BACKTEST_METRICS
+
+        self.ensure_schema((BACKTEST_METRICS.schema,))
+        self._replace_many(
+            [
+                (
+                    BACKTEST_METRICS,
+                    conform(metrics.assign(backtest_run_id=run_id), BACKTEST_METRICS),
+                ),
+                (
+                    BACKTEST_FORECASTS,
+                    conform(forecasts.assign(backtest_run_id=run_id), BACKTEST_FORECASTS),
+                ),
+            ],
+            ("backtest_run_id",),
+        )
+
+    @abc.abstractmethod
+    def _replace_many(
+        self, tables: list[tuple[Table, pd.DataFrame]], match: tuple[str, ...]
+    ) -> None:
+        """:meth:`_replace_rows` for several tables in one transaction."""
+
+
+def conform(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """``frame`` with exactly the contract's columns in order; optional ones missing are NULL.
+
+    A required column that is missing or holds NULLs is a programming error: it is raised here,
+    before anything is written.
+    """
+    missing = [c.name for c in table.columns if c.required and c.name not in frame.columns]
+    if missing:
+        raise WarehouseError(f"{table.full_name}: rows lack required columns {missing}")
+    out = frame.reindex(columns=table.column_names)
+    nulls = [c.name for c in table.columns if c.required and out[c.name].isna().any()]
+    if nulls:
+        raise WarehouseError(f"{table.full_name}: NULL in required columns {nulls}")
+    return out
+
+
+def upsert_counts(by_previous_file, staged_rows: int, source_file: str) -> UpsertCounts:
+    """Counts from ``(previous source_file or None, inserted, updated)`` rows."""
+    inserted = sum(int(row[1]) for row in by_previous_file)
+    updated = sum(int(row[2]) for row in by_previous_file)
+    replaced_from = {
+        str(row[0]): int(row[2])
+        for row in by_previous_file
+        if row[0] is not None and row[0] != source_file and int(row[2]) > 0
+    }
+    return UpsertCounts(inserted, updated, staged_rows - inserted - updated, replaced_from)
+
+
+def ledger_record(file_record: dict, counts: UpsertCounts) -> dict:
+    return {
+        **file_record,
+        "rows_inserted": counts.inserted,
+        "rows_updated": counts.updated,
+        "rows_unchanged": counts.unchanged,
+    }
+
+
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The engine the dbt target's ``type`` names."""
+    if settings.engine == "duckdb":
+        from ml.warehouse.duckdb_engine import DuckDBWarehouse
+
+        return DuckDBWarehouse(settings)
+    if settings.engine == "bigquery":
+        try:
+            from ml.warehouse.bigquery_engine import BigQueryWarehouse
+        except ImportError as exc:
+            raise ConfigError(
+                f"target {settings.target!r} needs the BigQuery client ({exc.name} is missing): "
+                "install the extra with `uv sync --extra bigquery`"
+            ) from exc
+        return BigQueryWarehouse(settings)
+    raise ConfigError(
+        f"target {settings.target!r} uses the {settings.engine!r} adapter: Stockcast supports "
+        "duckdb and bigquery"
+    )

@@ -1,0 +1,218 @@
+"""DuckDB engine: one local file, schemas named as the logical ones (``raw``, ``ml``, ...)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ml.config import ConfigError
+from ml.contracts import (
+    DAILY_PRICES,
+    INGESTED_FILES,
+    PRICE_COLUMNS,
+    REJECTED_ROWS,
+    SCHEMAS,
+    TABLES,
+    Table,
+)
+from ml.warehouse import (
+    UpsertCounts,
+    Warehouse,
+    WarehouseError,
+    conform,
+    ledger_record,
+    upsert_counts,
+)
+
+TYPES = {
+    "string": "varchar",
+    "date": "date",
+    "float64": "double",
+    "int64": "bigint",
+    "timestamp": "timestamp",
+}
+
+
+def create_table_sql(table: Table, name: str) -> str:
+    columns = [
+        f"{c.name} {TYPES[c.type]}{' not null' if c.required else ''}" for c in table.columns
+    ]
+    if table.key:
+        columns.append(f"primary key ({', '.join(table.key)})")
+    return f"create table if not exists {name} ({', '.join(columns)})"
+
+
+class DuckDBWarehouse(Warehouse):
+    """Connections are short-lived: dbt needs the DuckDB file lock between steps."""
+
+    engine = "duckdb"
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        path = settings.target_config.get("path")
+        if not path:
+            raise ConfigError(f"target {settings.target!r}: the DuckDB profile needs a `path`")
+        self.path = Path(path).resolve()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator:
+        import duckdb
+
+        if read_only and not self.path.exists():
+            raise WarehouseError(f"no warehouse at {self.path}: run `stockcast ingest` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator:
+        with self.connect() as con:
+            con.execute("begin transaction")
+            try:
+                yield con
+            except BaseException:
+                con.execute("rollback")
+                raise
+            con.execute("commit")
+
+    # -- names and reads --------------------------------------------------------------------
+    def table(self, logical_name: str) -> str:
+        return logical_name
+
+    def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
+        with self.connect(read_only=self.path.exists()) as con:
+            return con.execute(sql, params or []).df()
+
+    def read_table(self, logical_name, columns, filter_in=None, order_by=None) -> pd.DataFrame:
+        sql = f"select {', '.join(columns)} from {self.table(logical_name)}"
+        params: list = []
+        conditions = []
+        for column, values in (filter_in or {}).items():
+            if values:
+                conditions.append(f"{column} in ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if conditions:
+            sql += " where " + " and ".join(conditions)
+        if order_by:
+            sql += " order by " + ", ".join(order_by)
+        return self.query_df(sql, params)
+
+    def table_exists(self, logical_name: str) -> bool:
+        schema, name = logical_name.split(".")
+        if not self.path.exists():
+            return False
+        with self.connect(read_only=True) as con:
+            found = con.execute(
+                "select count(*) from information_schema.tables "
+                "where table_schema = ? and table_name = ?",
+                [schema, name],
+            ).fetchone()[0]
+        return bool(found)
+
+    # -- writes -----------------------------------------------------------------------------
+    def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
+        with self.connect() as con:
+            for schema in schemas:
+                con.execute(f"create schema if not exists {schema}")
+            for table in (t for t in TABLES if t.schema in schemas):
+                con.execute(create_table_sql(table, self.table(table.full_name)))
+                present = {
+                    row[0]
+                    for row in con.execute(
+                        "select column_name from information_schema.columns "
+                        "where table_schema = ? and table_name = ?",
+                        [table.schema, table.name],
+                    ).fetchall()
+                }
+                for column in table.columns:
+                    if column.name not in present:
+                        con.execute(
+                            f"alter table {self.table(table.full_name)} "
+                            f"add column {column.name} {TYPES[column.type]}"
+                        )
+
+    def load_price_file(self, prices, rejected, file_record) -> UpsertCounts:
+        self.ensure_schema((DAILY_PRICES.schema,))
+        staged = conform(prices, DAILY_PRICES)
+        rejected = conform(rejected, REJECTED_ROWS)
+        source_file = file_record["source_file"]
+        target = self.table(DAILY_PRICES.full_name)
+        distinct = " or ".join(f"p.{c} is distinct from s.{c}" for c in PRICE_COLUMNS)
+        with self.transaction() as con:
+            con.register("staged_prices", staged)
+            # One pass: per file that last loaded the matched rows, how many rows are new and
+            # how many change.
+            by_previous_file = con.execute(
+                f"""
+                select
+                    p.source_file,
+                    count(*) filter (where p.ticker is null),
+                    count(*) filter (where p.ticker is not null and ({distinct}))
+                from staged_prices s
+                left join {target} p using (ticker, trade_date)
+                group by p.source_file
+                order by p.source_file
+                """
+            ).fetchall()
+            con.execute(
+                f"""
+                update {target} p set
+                    {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
+                    source_file = s.source_file,
+                    ingested_at = s.ingested_at
+                from staged_prices s
+                where p.ticker = s.ticker and p.trade_date = s.trade_date and ({distinct})
+                """
+            )
+            con.execute(
+                f"""
+                insert into {target}
+                select s.* from staged_prices s
+                where not exists (
+                    select 1 from {target} p
+                    where p.ticker = s.ticker and p.trade_date = s.trade_date
+                )
+                """
+            )
+            con.unregister("staged_prices")
+            counts = upsert_counts(by_previous_file, len(staged), source_file)
+            ledger = conform(pd.DataFrame([ledger_record(file_record, counts)]), INGESTED_FILES)
+            for table, frame in ((REJECTED_ROWS, rejected), (INGESTED_FILES, ledger)):
+                con.execute(
+                    f"delete from {self.table(table.full_name)} where source_file = ?",
+                    [source_file],
+                )
+                self._insert(con, table, frame)
+        return counts
+
+    def _insert(self, con, table: Table, frame: pd.DataFrame) -> None:
+        if len(frame) == 0:
+            return
+        con.register("staged_rows", frame)
+        con.execute(
+            f"insert into {self.table(table.full_name)} ({', '.join(table.column_names)}) "
+            f"select {', '.join(table.column_names)} from staged_rows"
+        )
+        con.unregister("staged_rows")
+
+    def _replace_rows(self, table, frame, match) -> None:
+        self._replace_many([(table, frame)], match)
+
+    def _replace_many(self, tables, match) -> None:
+        with self.transaction() as con:
+            for table, frame in tables:
+                con.register("staged_keys", frame[list(match)].drop_duplicates())
+                condition = " and ".join(f"k.{c} = t.{c}" for c in match)
+                con.execute(
+                    f"delete from {self.table(table.full_name)} t "
+                    f"where exists (select 1 from staged_keys k where {condition})"
+                )
+                con.unregister("staged_keys")
+                self._insert(con, table, frame)
