@@ -102,11 +102,17 @@ def _assert_same(before, after) -> None:
         pd.testing.assert_frame_equal(before[table], after[table], obj=table)
 
 
-def test_an_uploaded_csv_ends_as_rows_in_raw_and_a_duplicate_event_changes_nothing(cloud):
+def _upload_all(cloud) -> None:
+    """Put every test ticker's slice into the bucket and announce it (a duplicate when it is
+    there already)."""
     for ticker in TICKERS:
         name = f"uploads/{ticker}.csv"
         cloud["bucket"].blob(name).upload_from_string(_csv(ticker), content_type="text/csv")
         assert _announce(cloud, name, event_id=f"evt-{ticker}").status_code == 200
+
+
+def test_an_uploaded_csv_ends_as_rows_in_raw_and_a_duplicate_event_changes_nothing(cloud):
+    _upload_all(cloud)
     state = _snapshot(cloud["ctx"])
     prices = state["raw.daily_prices"]
     assert sorted(prices["ticker"].unique()) == sorted(TICKERS)
@@ -196,6 +202,7 @@ def test_after_the_refresh_job_the_uploads_end_as_forecasts(cloud):
         max_train_samples=2000,
     )
     ctx = cloud["ctx"]
+    _upload_all(cloud)
     report = refresh(ctx, train_config=tiny, say=lambda message: None)
     assert report.trained_version is not None and report.forecasts_written == len(TICKERS) * 10
     wh = ctx.warehouse

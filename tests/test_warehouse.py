@@ -40,7 +40,7 @@ def test_the_target_type_chooses_the_engine(stockcast_home, monkeypatch):
     monkeypatch.setenv("STOCKCAST_BQ_DATASET", "stockcast_prod")
     bigquery = open_warehouse(load_settings())
     assert bigquery.engine == "bigquery"
-    assert bigquery.table("raw.daily_prices") == "`my-project.stockcast_prod_raw.daily_prices`"
+    assert bigquery.table("raw.daily_prices") == "`my-project`.`stockcast_prod_raw`.`daily_prices`"
     monkeypatch.delenv("STOCKCAST_BQ_PROJECT")
     with pytest.raises(ConfigError, match="STOCKCAST_BQ_PROJECT"):
         open_warehouse(load_settings())

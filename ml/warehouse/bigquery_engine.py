@@ -122,7 +122,9 @@ class BigQueryWarehouse(Warehouse):
         return f"{self.project}.{self.dataset(schema)}.{name}"
 
     def table(self, logical_name: str) -> str:
-        return f"`{self.table_id(logical_name)}`"
+        # Each part quoted on its own (as dbt does): the emulator refuses any SQL whose text
+        # contains "ML.PREDICT", which `..._ml.predicted_prices` in one quoted path would.
+        return ".".join(f"`{part}`" for part in self.table_id(logical_name).split("."))
 
     def _run(self, sql: str, params: list | None = None):
         job = self.client.query(
@@ -225,7 +227,7 @@ class BigQueryWarehouse(Warehouse):
                     job.result()
                 except google_exceptions.GoogleAPICallError as exc:
                     raise WarehouseError(f"BigQuery load into {table_id}: {exc}") from exc
-            yield f"`{table_id}`"
+            yield ".".join(f"`{part}`" for part in table_id.split("."))
         finally:
             self.client.delete_table(table_id, not_found_ok=True)
 
