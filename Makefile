@@ -5,6 +5,10 @@ DATA ?=
 SHARED ?= ../shared/data
 # sqlfluff's dbt templater opens the profile's DuckDB file: give it a throwaway one.
 SQLFLUFF := STOCKCAST_DUCKDB_PATH=$$(mktemp -d)/lint.duckdb $(UV) run --frozen sqlfluff
+# The models must also be valid GoogleSQL: lint them in the BigQuery dialect, compiled for the
+# bigquery target (dbt's BigQuery adapter lists datasets while compiling, so against the local
+# emulator: scripts/emulators.sh installs it once and starts it).
+SQLFLUFF_BIGQUERY := eval "$$(scripts/emulators.sh up)" && STOCKCAST_BQ_DATASET=stockcast_lint $(UV) run --frozen sqlfluff lint --dialect bigquery dbt_project/models
 
 .DEFAULT_GOAL := help
 
@@ -33,6 +37,7 @@ test: install ## Everything CI runs: lint (ruff, sqlfluff), pytest (real dbt, Du
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(SQLFLUFF) lint dbt_project/models
+	$(SQLFLUFF_BIGQUERY)
 	$(UV) run --frozen pytest
 
 .PHONY: lint
@@ -40,6 +45,15 @@ lint: install ## Lint and format-check Python and SQL
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(SQLFLUFF) lint dbt_project/models
+	$(SQLFLUFF_BIGQUERY)
+
+.PHONY: emulators
+emulators: ## Start the local BigQuery and GCS emulators: eval "$$(scripts/emulators.sh up)"
+	@scripts/emulators.sh up
+
+.PHONY: emulators-down
+emulators-down: ## Stop the local emulators
+	scripts/emulators.sh down
 
 .PHONY: format
 format: install ## Apply ruff and sqlfluff fixes

@@ -49,3 +49,18 @@
 {% macro bigquery__integer_divide(numerator, denominator) -%}
     div({{ numerator }}, {{ denominator }})
 {%- endmacro %}
+
+
+{#- Table partitioning by month of a DATE column (the `partition_by` model config): BigQuery
+    only, none elsewhere (dbt-duckdb reads `partition_by` as a list of columns). -#}
+{% macro month_partition(column) -%}
+    {{ return(adapter.dispatch('month_partition', 'stockcast')(column)) }}
+{%- endmacro %}
+
+{% macro default__month_partition(column) -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+{% macro bigquery__month_partition(column) -%}
+    {{ return({'field': column, 'data_type': 'date', 'granularity': 'month'}) }}
+{%- endmacro %}

@@ -2,6 +2,8 @@
     One row per (ticker, trade_date): the bar and its technical indicators, equal to TA-Lib's
     SMA, EMA, MACD(12, 26, 9) and RSI(14) on the ticker's closes (NULL during warm-up).
 -#}
+{{ config(partition_by=stockcast.month_partition('trade_date')) }}
+
 with
 
 prices as (

@@ -9,6 +9,8 @@
         when there is no interval);
       * the as-of date's indicators, for slicing errors by market regime in dashboards.
 -#}
+{{ config(partition_by=stockcast.month_partition('as_of_date')) }}
+
 with
 
 forecasts as (
