@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from emulators import emulator_env  # noqa: F401  (fixture: the local BigQuery/GCS emulators)
 from helpers import SHARED_DATA as SHARED_DATA_DIR
 
 
@@ -41,22 +42,3 @@ def ctx(stockcast_home: Path):
 def warehouse(ctx):
     """The run context's real warehouse (DuckDB file in tmp_path)."""
     return ctx.warehouse
-
-
-@pytest.fixture(scope="session")
-def emulators() -> dict[str, str]:
-    """The local BigQuery and GCS emulators, started by the project's own script (as a user
-    would: `eval "$(scripts/emulators.sh up)"`); the environment that points clients at them."""
-    import subprocess
-
-    from helpers import REPO
-
-    script = REPO / "scripts" / "emulators.sh"
-    done = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        pytest.fail(f"scripts/emulators.sh up failed:\n{done.stderr[-3000:]}")
-    env = {}
-    for line in done.stdout.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value.strip("'\"")
-    return env

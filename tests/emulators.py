@@ -23,59 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 EMULATORS_SCRIPT = REPO / "scripts" / "emulators.sh"
 DBT_PROJECT_DIR = REPO / "dbt_project"
 
-# The source tables dbt reads, in BigQuery types (the same columns as the warehouse contract;
-# NOT NULL kept, primary keys left out: bqemulator 1.4.0 rejects `PRIMARY KEY ... NOT ENFORCED`).
-SOURCE_DDL = {
-    "raw.daily_prices": """
-        ticker string not null, trade_date date not null, open float64 not null,
-        high float64 not null, low float64 not null, close float64 not null,
-        adj_close float64, volume int64, source_file string not null,
-        ingested_at timestamp not null
-    """,
-    "raw.rejected_rows": """
-        source_file string not null, line_number int64 not null, ticker string,
-        trade_date string, column_name string, reason string not null, raw_record string,
-        rejected_at timestamp not null
-    """,
-    "raw.ingested_files": """
-        source_file string not null, content_sha256 string not null, layout string not null,
-        tickers string not null, rows_read int64 not null, rows_inserted int64 not null,
-        rows_updated int64 not null, rows_unchanged int64 not null, rows_refused int64 not null,
-        ingested_at timestamp not null
-    """,
-    "ml.predicted_prices": """
-        ticker string not null, as_of_date date not null, target_date date not null,
-        horizon int64 not null, predicted_close float64 not null, lower_80 float64,
-        upper_80 float64, lower_95 float64, upper_95 float64, model_name string not null,
-        model_version string not null, mlflow_run_id string not null,
-        scored_at timestamp not null
-    """,
-    "ml.backtest_metrics": """
-        backtest_run_id string not null, model string not null, ticker string not null,
-        horizon int64 not null, n_forecasts int64 not null, mae float64, rmse float64,
-        mape float64, rel_mae float64, mase float64, directional_accuracy float64,
-        dm_stat float64, dm_pvalue float64, coverage_80 float64, width_80 float64,
-        winkler_80 float64, coverage_95 float64, width_95 float64, winkler_95 float64,
-        n_folds int64 not null, first_as_of date not null, last_as_of date not null,
-        created_at timestamp not null
-    """,
-    "ml.backtest_forecasts": """
-        backtest_run_id string not null, model string not null, fold int64 not null,
-        ticker string not null, as_of_date date not null, horizon int64 not null,
-        as_of_close float64 not null, actual_log_return float64 not null,
-        predicted_log_return float64 not null, lower_80 float64, upper_80 float64,
-        lower_95 float64, upper_95 float64
-    """,
-}
-# DuckDB spelling of the same tables (for the reference build on the same rows).
-DUCKDB_TYPES = {"string": "varchar", "float64": "double", "int64": "bigint"}
-
-
-def duckdb_ddl(columns: str) -> str:
-    for bigquery_type, duckdb_type in DUCKDB_TYPES.items():
-        columns = columns.replace(f" {bigquery_type}", f" {duckdb_type}")
-    return columns
-
 
 def parse_exports(text: str) -> dict[str, str]:
     """``export NAME=value`` lines (the only thing ``emulators.sh up|env`` prints) as a dict."""
@@ -176,31 +123,42 @@ def run_dbt(args: list[str], env: dict[str, str], target_path: Path) -> subproce
     )
 
 
-def create_source_tables(client, dataset_prefix: str) -> None:
-    """The raw and ml datasets and tables, empty (what the Python side creates before dbt)."""
-    for schema in ("raw", "ml"):
-        client.create_dataset(f"{dataset_prefix}_{schema}", exists_ok=True)
-    for name, columns in SOURCE_DDL.items():
-        schema, table = name.split(".")
-        # Quoted part by part: bqemulator refuses any SQL text containing `ml.predict` (it
-        # takes `..._ml.predicted_prices` for BigQuery ML's ML.PREDICT; see the gap tests).
-        client.query(
-            f"create or replace table `{dataset_prefix}_{schema}`.`{table}` ({columns})"
-        ).result()
+def warehouse_for(env: dict[str, str], **overrides: str):
+    """The product's own warehouse engine for ``env`` (the emulator's target, or a DuckDB file):
+    source tables are created from the same contracts (ml/contracts.py) the product uses."""
+    from ml.config import load_settings
+    from ml.warehouse import open_warehouse
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("STOCKCAST_")]:
+            patch.delenv(name)
+        for name, value in {**env, **overrides}.items():
+            patch.setenv(name, value)
+        return open_warehouse(load_settings())
 
 
-def load_frame(client, dataset_prefix: str, name: str, frame: pd.DataFrame) -> None:
-    """Append a DataFrame to a source table with one load job, in the table's own types."""
-    from google.cloud import bigquery
+def seed_sources(warehouse, prices: pd.DataFrame, ml: dict[str, pd.DataFrame]) -> None:
+    """Create the source tables and fill them through the engine's own writers."""
+    from ml.contracts import REJECTED_ROWS
 
-    schema, table = name.split(".")
-    table_id = f"{dataset_prefix}_{schema}.{table}"
-    destination = client.get_table(table_id)
-    frame = frame[[field.name for field in destination.schema]]
-    config = bigquery.LoadJobConfig(
-        schema=destination.schema, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
-    )
-    client.load_table_from_dataframe(frame, table_id, job_config=config).result()
+    warehouse.ensure_schema()
+    no_refusals = pd.DataFrame(columns=REJECTED_ROWS.column_names)
+    for source_file, bars in prices.groupby("source_file"):
+        warehouse.load_price_file(
+            bars,
+            no_refusals,
+            {
+                "source_file": source_file,
+                "content_sha256": "0" * 64,
+                "layout": "yahoo",
+                "tickers": ",".join(sorted(bars["ticker"].unique())),
+                "rows_read": len(bars),
+                "rows_refused": 0,
+                "ingested_at": bars["ingested_at"].iloc[0],
+            },
+        )
+    warehouse.replace_backtest("run_1", ml["ml.backtest_metrics"], ml["ml.backtest_forecasts"])
+    warehouse.replace_predictions(ml["ml.predicted_prices"])
 
 
 def price_slice(yahoo_dir: Path, ticker: str, start: str, rows: int) -> pd.DataFrame:
@@ -228,7 +186,7 @@ def price_slice(yahoo_dir: Path, ticker: str, start: str, rows: int) -> pd.DataF
             "adj_close": frame["Adj Close"].astype(float),
             "volume": frame["Volume"].astype("int64"),
             "source_file": f"{ticker}.csv.gz",
-            "ingested_at": pd.Timestamp("2024-01-01", tz="UTC"),
+            "ingested_at": pd.Timestamp("2024-01-01"),
         }
     ).reset_index(drop=True)
 
@@ -238,7 +196,7 @@ def ml_frames(prices: pd.DataFrame) -> dict[str, pd.DataFrame]:
     (metrics computed from the forecasts, so the reconciliation test holds) and forecasts."""
     import numpy as np
 
-    created = pd.Timestamp("2024-02-01 12:00", tz="UTC")
+    created = pd.Timestamp("2024-02-01 12:00")
     forecasts = []
     for ticker, bars in prices.groupby("ticker"):
         bars = bars.sort_values("trade_date").reset_index(drop=True)

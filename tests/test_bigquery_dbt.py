@@ -20,19 +20,16 @@ import pytest
 from emulators import (
     DBT_PROJECT_DIR,
     REPO,
-    SOURCE_DDL,
     bigquery_client,
-    create_source_tables,
     dbt_env,
-    duckdb_ddl,
-    emulator_env,  # noqa: F401  (fixture)
-    load_frame,
     ml_frames,
     new_dataset_prefix,
     parse_exports,
     price_slice,
     run_dbt,
     run_script,
+    seed_sources,
+    warehouse_for,
 )
 from helpers import YAHOO
 
@@ -68,18 +65,17 @@ def prices() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def client(emulator_env):  # noqa: F811
+def client(emulator_env):
     return bigquery_client(emulator_env)
 
 
 @pytest.fixture(scope="module")
-def bigquery_build(emulator_env, client, prices, tmp_path_factory):  # noqa: F811
+def bigquery_build(emulator_env, client, prices, tmp_path_factory):
     """Sources seeded in datasets of a fresh prefix, then ``dbt build --target bigquery``."""
     prefix = new_dataset_prefix()
-    create_source_tables(client, prefix)
-    load_frame(client, prefix, "raw.daily_prices", prices)
-    for name, frame in ml_frames(prices).items():
-        load_frame(client, prefix, name, frame)
+    seed_sources(
+        warehouse_for(emulator_env, STOCKCAST_BQ_DATASET=prefix), prices, ml_frames(prices)
+    )
     env = dbt_env(emulator_env, prefix)
     result = run_dbt(["build"], env, tmp_path_factory.mktemp("dbt_bigquery"))
     yield prefix, result
@@ -95,20 +91,11 @@ def duckdb_mart(prices, tmp_path_factory) -> pd.DataFrame:
 
     folder = tmp_path_factory.mktemp("dbt_duckdb")
     path = folder / "stockcast.duckdb"
-    con = duckdb.connect(str(path))
-    for name, columns in SOURCE_DDL.items():
-        con.execute(f"create schema if not exists {name.split('.')[0]}")
-        con.execute(f"create table {name} ({duckdb_ddl(columns)})")
-    frames = {"raw.daily_prices": prices, **ml_frames(prices)}
-    for name, frame in frames.items():
-        frame = frame.copy()
-        for column in frame.columns:
-            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-                frame[column] = frame[column].dt.tz_convert(None)
-        con.register("frame", frame)
-        con.execute(f"insert into {name} by name select * from frame")
-        con.unregister("frame")
-    con.close()
+    seed_sources(
+        warehouse_for({"STOCKCAST_TARGET": "dev", "STOCKCAST_DUCKDB_PATH": str(path)}),
+        prices,
+        ml_frames(prices),
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("STOCKCAST_")}
     env.update(STOCKCAST_TARGET="dev", STOCKCAST_DUCKDB_PATH=str(path))
     result = run_dbt(["build"], env, folder)
@@ -128,7 +115,7 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- the emulator script ----------------------------------------------------------------------
-def test_emulators_script_prints_only_exports(emulator_env) -> None:  # noqa: F811
+def test_emulators_script_prints_only_exports(emulator_env) -> None:
     assert emulator_env["STOCKCAST_TARGET"] == "bigquery"
     assert emulator_env["STOCKCAST_BQ_METHOD"] == "oauth-secrets"
     assert emulator_env["STOCKCAST_BQ_API_ENDPOINT"] == emulator_env["BIGQUERY_EMULATOR_HOST"]
@@ -140,7 +127,7 @@ def test_emulators_script_prints_only_exports(emulator_env) -> None:  # noqa: F8
     assert parse_exports(run_script("env").stdout) == emulator_env
 
 
-def test_gcs_emulator_has_the_upload_bucket(emulator_env) -> None:  # noqa: F811
+def test_gcs_emulator_has_the_upload_bucket(emulator_env) -> None:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
@@ -288,7 +275,7 @@ def test_gap_column_descriptions_via_ddl_ignored(client, gap_dataset) -> None:
     assert client.get_table(f"{gap_dataset}.c").schema[0].description is None
 
 
-def test_gap_load_jobs_need_generic_content_type(emulator_env) -> None:  # noqa: F811
+def test_gap_load_jobs_need_generic_content_type(emulator_env) -> None:
     # google-cloud-bigquery sends load jobs as multipart/related; bqemulator only reads them as
     # application/octet-stream (tests/emulators.py patches the client). Checked in a fresh
     # interpreter, without the patch.
@@ -316,7 +303,7 @@ finally:
     assert "FAILED" in result.stdout, result.stdout + result.stderr
 
 
-def test_profile_renders_for_the_emulator(emulator_env) -> None:  # noqa: F811
+def test_profile_renders_for_the_emulator(emulator_env) -> None:
     """dbt resolves the emulator target from profiles.yml alone (dbt debug connects)."""
     env = dbt_env(emulator_env, "stockcast")
     result = subprocess.run(

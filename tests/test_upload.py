@@ -22,7 +22,7 @@ ROWS = 420  # trading days per ticker: enough for the indicator warm-up and a ti
 
 
 @pytest.fixture(scope="module")
-def cloud(emulators, tmp_path_factory):
+def cloud(emulator_env, tmp_path_factory):
     """A run context on a fresh dataset prefix of the BigQuery emulator, the GCS emulator's
     upload bucket, and the Cloud Function app."""
     from functions_framework import create_app
@@ -32,7 +32,7 @@ def cloud(emulators, tmp_path_factory):
 
     import ml.upload
 
-    env = {**emulators, "STOCKCAST_BQ_DATASET": f"upload_{uuid.uuid4().hex[:8]}"}
+    env = {**emulator_env, "STOCKCAST_BQ_DATASET": f"upload_{uuid.uuid4().hex[:8]}"}
     with isolated_home(tmp_path_factory.mktemp("upload_home"), env):
         from ml.context import build_context
 
@@ -237,7 +237,7 @@ print(json.dumps({"rows": int(rows), "heavy_modules": heavy}))
 
 
 def test_the_built_function_loads_an_upload_in_its_own_environment_without_heavy_deps(
-    emulators, tmp_path
+    emulator_env, tmp_path
 ):
     """scripts/build_function.sh's folder, installed from its requirements.txt alone into a
     fresh virtualenv (as Cloud Functions does), loads an upload through `main.on_upload`, and
@@ -267,7 +267,7 @@ def test_the_built_function_loads_an_upload_in_its_own_environment_without_heavy
     expected = _accepted("KO", 50)
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("STOCKCAST_", "VIRTUAL_ENV"))},
-        **emulators,
+        **emulator_env,
         "STOCKCAST_BQ_DATASET": f"fn_{uuid.uuid4().hex[:8]}",
         "STOCKCAST_HOME": str(tmp_path / "home"),
     }
