@@ -67,6 +67,7 @@ def main() -> None:
 @click.option("--ticker", help="Ticker for files that carry none (default: from the file name).")
 def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
     from ml.ingest import ingest_paths
+    from ml.warehouse import WarehouseError
 
     ctx = _context()
     with click.progressbar(length=1, label="ingesting", file=sys.stderr) as bar:
@@ -75,7 +76,10 @@ def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
-        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
+        try:
+            report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
+        except WarehouseError as exc:
+            _fail(str(exc))
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:
@@ -282,6 +286,7 @@ def _run(
     """The main job on ``paths``; without paths, only what follows loading (`refresh`)."""
     from ml.pipeline import refresh, run_pipeline
     from ml.transform import DbtError
+    from ml.warehouse import WarehouseError
 
     ctx = _context()
     try:
@@ -297,7 +302,7 @@ def _run(
                 say=_echo,
                 force=force,
             )
-    except (LookupError, ValueError, DbtError) as exc:
+    except (LookupError, ValueError, DbtError, WarehouseError) as exc:
         _fail(str(exc))
     click.echo(
         "stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())

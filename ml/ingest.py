@@ -202,6 +202,12 @@ def ingest_paths(
     report = IngestReport()
     files = expand_paths(paths)
     total = len(files)
+    if any(problem is None for _, problem in files):
+        # Reach the warehouse once before any file: an unreachable or misconfigured warehouse
+        # is one clear error, not the same failure repeated for every file.
+        from ml.contracts import DAILY_PRICES
+
+        ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
     for done, (path, problem) in enumerate(files, start=1):
         report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem))
         if progress is not None:

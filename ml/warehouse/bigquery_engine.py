@@ -47,6 +47,9 @@ TYPES = {
     "int64": "INT64",
     "timestamp": "TIMESTAMP",
 }
+# Transient errors are retried for a minute, not BigQuery's default ten: an unreachable
+# endpoint or a missing permission should stop a command quickly with its reason.
+RETRY = bigquery.DEFAULT_RETRY.with_timeout(60)
 # Staging tables vanish on their own if a process dies before dropping them.
 STAGING_TTL_HOURS = 6
 
@@ -127,11 +130,12 @@ class BigQueryWarehouse(Warehouse):
         return ".".join(f"`{part}`" for part in self.table_id(logical_name).split("."))
 
     def _run(self, sql: str, params: list | None = None):
-        job = self.client.query(
-            sql, job_config=bigquery.QueryJobConfig(query_parameters=params or [])
-        )
+        with self._errors("query"):
+            job = self.client.query(
+                sql, job_config=bigquery.QueryJobConfig(query_parameters=params or []), retry=RETRY
+            )
         try:
-            return job.result()
+            return job.result(retry=RETRY)
         except google_exceptions.GoogleAPICallError as exc:
             raise WarehouseError(
                 f"BigQuery: {exc.message if hasattr(exc, 'message') else exc}"
@@ -163,28 +167,52 @@ class BigQueryWarehouse(Warehouse):
 
     def table_exists(self, logical_name: str) -> bool:
         try:
-            self.client.get_table(self.table_id(logical_name))
+            self.client.get_table(self.table_id(logical_name), retry=RETRY)
         except google_exceptions.NotFound:
             return False
         return True
 
     # -- writes -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Google client errors (unreachable endpoint, credentials, permissions) as one-line
+        WarehouseErrors that say where and what."""
+        from google.auth import exceptions as auth_exceptions
+
+        where = self.api_endpoint or "bigquery.googleapis.com"
+        try:
+            yield
+        except (google_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as exc:
+            message = getattr(exc, "message", None) or str(exc).splitlines()[0]
+            cause = getattr(exc, "cause", None)
+            if cause is not None:
+                message += f" ({str(cause).splitlines()[0][:200]})"
+            raise WarehouseError(
+                f"BigQuery {doing} failed (project {self.project} at {where}): {message}"
+            ) from exc
+        except OSError as exc:
+            raise WarehouseError(f"BigQuery at {where} cannot be reached: {exc}") from exc
+
     def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
+        with self._errors("schema check"):
+            self._ensure_schema(schemas)
+
+    def _ensure_schema(self, schemas: tuple[str, ...]) -> None:
         schemas = tuple(s for s in schemas if s not in self._schemas_ready)
         # Look before creating: creating needs project-level rights that a step's account
         # (least privilege) lacks even when the dataset or table already exists.
         for schema in schemas:
             dataset_id = f"{self.project}.{self.dataset(schema)}"
             try:
-                self.client.get_dataset(dataset_id)
+                self.client.get_dataset(dataset_id, retry=RETRY)
             except google_exceptions.NotFound:
                 dataset = bigquery.Dataset(dataset_id)
                 if self.location:
                     dataset.location = self.location
-                self.client.create_dataset(dataset, exists_ok=True)
+                self.client.create_dataset(dataset, exists_ok=True, retry=RETRY)
         for contract in (t for t in TABLES if t.schema in schemas):
             try:
-                existing = self.client.get_table(self.table_id(contract.full_name))
+                existing = self.client.get_table(self.table_id(contract.full_name), retry=RETRY)
             except google_exceptions.NotFound:
                 self.client.create_table(
                     _table_definition(contract, self.table_id(contract.full_name))
@@ -200,7 +228,7 @@ class BigQueryWarehouse(Warehouse):
                         for c in missing
                     ),
                 ]
-                self.client.update_table(existing, ["schema"])
+                self.client.update_table(existing, ["schema"], retry=RETRY)
         self._schemas_ready.update(schemas)
 
     @contextlib.contextmanager
@@ -211,7 +239,7 @@ class BigQueryWarehouse(Warehouse):
         schema = [bigquery.SchemaField(c.name, TYPES[c.type]) for c in contract.columns]
         table = bigquery.Table(table_id, schema=schema)
         table.expires = pd.Timestamp.now(tz="UTC") + pd.Timedelta(hours=STAGING_TTL_HOURS)
-        self.client.create_table(table)
+        self.client.create_table(table, retry=RETRY)
         try:
             if len(frame):
                 job = self.client.load_table_from_file(
@@ -229,7 +257,7 @@ class BigQueryWarehouse(Warehouse):
                     raise WarehouseError(f"BigQuery load into {table_id}: {exc}") from exc
             yield ".".join(f"`{part}`" for part in table_id.split("."))
         finally:
-            self.client.delete_table(table_id, not_found_ok=True)
+            self.client.delete_table(table_id, not_found_ok=True, retry=RETRY)
 
     def load_price_file(self, prices, rejected, file_record) -> UpsertCounts:
         self.ensure_schema((DAILY_PRICES.schema,))
