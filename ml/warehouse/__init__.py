@@ -84,16 +84,11 @@ class Warehouse(abc.ABC):
         ledger row. Rows equal to the stored ones are left untouched (``ingested_at``
         included), so loading the same file twice changes nothing."""
 
-    @abc.abstractmethod
-    def _replace_rows(self, table: Table, frame: pd.DataFrame, match: tuple[str, ...]) -> None:
-        """In one transaction: delete the rows of ``table`` whose ``match`` columns equal those
-        of any row of ``frame``, then insert ``frame``."""
-
     def replace_predictions(self, predictions: pd.DataFrame) -> int:
         """Replace the forecasts for each (ticker, as_of_date) in ``predictions`` atomically."""
         self.ensure_schema((PREDICTED_PRICES.schema,))
         frame = conform(predictions, PREDICTED_PRICES)
-        self._replace_rows(PREDICTED_PRICES, frame, ("ticker", "as_of_date"))
+        self._replace_many([(PREDICTED_PRICES, frame)], ("ticker", "as_of_date"))
         return len(frame)
 
     def replace_backtest(self, run_id: str, metrics: pd.DataFrame, forecasts: pd.DataFrame) -> None:
@@ -119,7 +114,8 @@ class Warehouse(abc.ABC):
     def _replace_many(
         self, tables: list[tuple[Table, pd.DataFrame]], match: tuple[str, ...]
     ) -> None:
-        """:meth:`_replace_rows` for several tables in one transaction."""
+        """In one transaction, for each (table, frame): delete the rows of the table whose
+        ``match`` columns equal those of any row of the frame, then insert the frame."""
 
 
 def conform(frame: pd.DataFrame, table: Table) -> pd.DataFrame:

@@ -327,9 +327,6 @@ class BigQueryWarehouse(Warehouse):
             )
         return counts
 
-    def _replace_rows(self, table, frame, match) -> None:
-        self._replace_many([(table, frame)], match)
-
     def _replace_many(self, tables, match) -> None:
         with contextlib.ExitStack() as stack:
             statements = []

@@ -202,9 +202,6 @@ class DuckDBWarehouse(Warehouse):
         )
         con.unregister("staged_rows")
 
-    def _replace_rows(self, table, frame, match) -> None:
-        self._replace_many([(table, frame)], match)
-
     def _replace_many(self, tables, match) -> None:
         with self.transaction() as con:
             for table, frame in tables:
