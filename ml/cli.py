@@ -20,6 +20,8 @@ Configuration (shared with dbt through profiles.yml):
   STOCKCAST_DUCKDB_PATH  DuckDB file (default: ./data/warehouse/stockcast.duckdb)
   STOCKCAST_HOME         local data folder (default: ./data)
   MLFLOW_TRACKING_URI    MLflow store (default: sqlite:///./data/mlflow/mlflow.db)
+  STOCKCAST_BQ_PROJECT   BigQuery project (bigquery target); STOCKCAST_BQ_DATASET is the
+                         dataset prefix (default: stockcast -> stockcast_raw, ...)
 """
 
 
