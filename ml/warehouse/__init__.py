@@ -34,6 +34,10 @@ class WarehouseError(RuntimeError):
     pass
 
 
+class WarehouseBusyError(WarehouseError):
+    """Another process holds the warehouse (DuckDB allows one writer at a time)."""
+
+
 class Warehouse(abc.ABC):
     """What the stages need from a warehouse; one subclass per engine."""
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +25,14 @@ from ml.contracts import (
 from ml.warehouse import (
     UpsertCounts,
     Warehouse,
+    WarehouseBusyError,
     WarehouseError,
     conform,
     ledger_record,
     upsert_counts,
 )
+
+log = logging.getLogger("stockcast.warehouse")
 
 TYPES = {
     "string": "varchar",
@@ -56,20 +63,49 @@ class DuckDBWarehouse(Warehouse):
         if not path:
             raise ConfigError(f"target {settings.target!r}: the DuckDB profile needs a `path`")
         self.path = Path(path).resolve()
+        self.lock_wait_seconds = float(os.environ.get("STOCKCAST_LOCK_WAIT_SECONDS", "300"))
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator:
-        import duckdb
-
         if read_only and not self.path.exists():
             raise WarehouseError(f"no warehouse at {self.path}: run `stockcast ingest` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        con = self._open(read_only)
         try:
             yield con
         finally:
             con.close()
+
+    def _open(self, read_only: bool):
+        """Connect, waiting (bounded) while another process holds the file's lock.
+
+        DuckDB lets one process write a file at a time (and a writer excludes readers); the
+        steps keep connections short, so two commands on one warehouse take turns instead of
+        failing. After ``lock_wait_seconds`` it fails with who holds the lock.
+        """
+        import duckdb
+
+        deadline = time.monotonic() + self.lock_wait_seconds
+        delay, said = 0.05, False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise WarehouseError(f"cannot open the warehouse {self.path}: {exc}") from exc
+                holder = _lock_holder(str(exc))
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusyError(
+                        f"the warehouse {self.path} is in use by {holder} and stayed locked for "
+                        f"{self.lock_wait_seconds:.0f} s: retry when it has finished "
+                        "(STOCKCAST_LOCK_WAIT_SECONDS sets the wait)"
+                    ) from exc
+                if not said:
+                    log.warning("waiting for the warehouse: %s is using %s", holder, self.path)
+                    said = True
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator:
@@ -213,3 +249,20 @@ class DuckDBWarehouse(Warehouse):
                 )
                 con.unregister("staged_keys")
                 self._insert(con, table, frame)
+
+
+def _lock_holder(message: str) -> str:
+    """'stockcast transform (PID 1234)' from DuckDB's lock error, as far as it can be told."""
+    match = re.search(r"PID (\d+)", message)
+    if not match:
+        return "another process"
+    pid = match.group(1)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        words = [Path(a.decode()).name for a in argv if a]
+        if words and words[0].startswith("python") and len(words) > 1:
+            words = words[1:]  # `python .../stockcast ingest` reads as `stockcast ingest`
+        command = " ".join(words[:3])
+    except OSError:
+        command = "a process"
+    return f"{command} (PID {pid})"
