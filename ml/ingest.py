@@ -60,6 +60,12 @@ File problems (unreadable, not CSV, not gzip despite the name, empty, header onl
 layout, required column missing, invalid ticker from the file name or argument) raise
 :class:`IngestFileError` inside ``ingest_paths``; nothing of that file is written and the
 other files still load.
+
+A file that parses but whose every data row is refused (e.g. a long table whose ticker column
+holds junk on every line) counts as failed too: its refusals are recorded in
+``raw.rejected_rows`` as for any file, nothing else is written, and the report (so the CLI's
+exit status) says it failed. Summary lines name the first few refusal reasons with their line
+numbers (``line 2 ticker: invalid ticker ...; +9 more``), not just a count.
 """
 
 from __future__ import annotations
@@ -135,6 +141,8 @@ class FileResult:
     refused: int = 0
     duplicates_dropped: int = 0
     replaced_from: dict[str, int] = field(default_factory=dict)
+    # The first few refused rows as (line number, column name or None, reason), by line.
+    refusal_examples: list[tuple[int, str | None, str]] = field(default_factory=list)
     error: str | None = None
     # A failure that is not the file's fault (the warehouse was unreachable, ...): trying the
     # same file again may succeed.
@@ -164,7 +172,40 @@ class FileResult:
         if self.replaced_from:
             others = ", ".join(f"{n} from {Path(f).name}" for f, n in self.replaced_from.items())
             line += f"; updated rows another file had loaded ({others}): check they agree"
+        if self.refused:
+            line += f"; refused: {self.refusal_text()}"
         return line
+
+    def refusal_text(self) -> str:
+        """The first refusal reasons with their line numbers, on one short line."""
+        return format_refusals(self.refusal_examples, self.refused)
+
+
+REFUSAL_EXAMPLES = 3  # refusal reasons shown in a summary line
+REFUSAL_REASON_CHARS = 70  # one reason, at most
+REFUSAL_TEXT_CHARS = 200  # all the reasons shown, at most
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = _WHITESPACE.sub(" ", text).strip()  # one line, whatever the file held
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def format_refusals(examples: list[tuple[int, str | None, str]], total: int) -> str:
+    """``line 2 ticker: invalid ticker ...; line 3 date: ...; +9 more`` (one line, short)."""
+    parts: list[str] = []
+    used = 0
+    for line, column, reason in examples[:REFUSAL_EXAMPLES]:
+        where = f"line {line} {_shorten(column, 30)}" if column else f"line {line}"
+        part = f"{where}: {_shorten(reason, REFUSAL_REASON_CHARS)}"
+        if parts and used + len(part) + 2 > REFUSAL_TEXT_CHARS:
+            break
+        parts.append(part)
+        used += len(part) + 2
+    if total > len(parts):
+        parts.append(f"+{total - len(parts)} more")
+    return "; ".join(parts)
 
 
 @dataclass
@@ -240,12 +281,30 @@ def ingest_file(
             counts.unchanged,
         )
         result.replaced_from = counts.replaced_from
+        result.refusal_examples = _refusal_examples(parsed.rejected)
+        if parsed.prices.empty:
+            # Every row was refused: the refusals are recorded, but the file did not load.
+            result.status = "failed"
+            result.error = (
+                f"{path}: every data row was refused ({result.rows_read} rows read, 0 loaded, "
+                f"{result.refused} refused): {result.refusal_text()}"
+            )
     except IngestFileError as exc:
         result.status, result.error = "failed", str(exc)
     except Exception as exc:  # a warehouse or unexpected error must not stop other files
         result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
         result.retryable = True
     return result
+
+
+def _refusal_examples(rejected: pd.DataFrame) -> list[tuple[int, str | None, str]]:
+    first = rejected.nsmallest(REFUSAL_EXAMPLES, "line_number")
+    return [
+        (int(line), column if isinstance(column, str) else None, str(reason))
+        for line, column, reason in zip(
+            first["line_number"], first["column_name"], first["reason"], strict=True
+        )
+    ]
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[tuple[Path, str | None]]:

@@ -623,3 +623,64 @@ def test_error_pages_saved_as_csv_are_named_as_such(tmp_path, ctx, warehouse, co
     result = ingest_paths(ctx, [path]).files[0]
     assert not result.ok
     assert "RJF.csv" in result.error and "unrecognised layout" in result.error
+
+
+# -- files whose every row is refused (issue 7) -----------------------------------------------
+def test_file_with_every_row_refused_fails_but_records_its_refusals(ctx, warehouse, tmp_path):
+    bad = [
+        "X'); DROP TABLE daily_prices; --",
+        '"=HYPERLINK(""http://x"")"',
+        "X'); DROP TABLE daily_prices; --",
+    ]
+    lines = ["date,open,high,low,close,volume,Name"]
+    for i, day in enumerate(["2021-03-01", "2021-03-02", "2021-03-03", "2021-03-04"] * 3):
+        lines.append(f"{day},10.0,11.0,9.5,10.5,{1000 + i},{bad[i % 3]}")
+    path = write(tmp_path / "junk.csv", lines)
+    good = write(tmp_path / "ACME.csv", [YAHOO_HEADER, *GOOD_ROWS])
+
+    report = ingest_paths(ctx, [path, good])
+
+    assert not report.ok and [f.status for f in report.files] == ["failed", "ok"]
+    result = report.files[0]
+    assert not result.retryable and (result.loaded, result.refused) == (0, 12)
+    line = result.summary_line()
+    assert "\n" not in line and line.startswith("FAILED ") and "every data row was refused" in line
+    assert "0 loaded, 12 refused): line 2 Name: invalid ticker X'); DROP TABLE" in line
+    assert "line 3 Name: invalid ticker =HYPERLINK" in line and line.endswith("; +9 more")
+    assert len(line.split("12 refused): ", 1)[1]) <= 220
+    # The refusals are recorded; nothing else of the file is.
+    assert list(rejected(warehouse, path)["line_number"]) == list(range(2, 14))
+    assert warehouse.query_df("select count(*) n from raw.daily_prices")["n"][0] == 3
+
+
+def test_cli_ingest_exits_non_zero_when_every_row_is_refused(stockcast_home, tmp_path):
+    from click.testing import CliRunner
+
+    from ml.cli import main
+
+    path = write(
+        tmp_path / "junk.csv",
+        ["date,open,high,low,close,volume,ticker", "2021-03-01,10,11,9.5,10.5,1000,=HYPERLINK(x)"],
+    )
+    result = CliRunner().invoke(main, ["ingest", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "line 2 ticker: invalid ticker =HYPERLINK(x)" in result.output
+
+
+def test_summary_line_of_a_loaded_file_names_its_first_refusals(ctx, tmp_path):
+    long_value = "9" * 300
+    rows = [
+        YAHOO_HEADER,
+        *GOOD_ROWS,
+        "2021-03-04,null,null,null,null,null,null",
+        f"2021-03-05,10,11,9,10,10,{long_value}x",
+        "2021-03-06,10,11,9,10,10,1",  # a Saturday
+        "2021-03-08,10,11,9,10,10,-1",
+    ]
+    result = ingest_paths(ctx, [write(tmp_path / "ACME.csv", rows)]).files[0]
+
+    assert result.ok and (result.inserted, result.refused) == (3, 4)
+    line = result.summary_line()
+    assert "; refused: line 5 Open: null bar" in line and line.endswith("; +2 more")
+    assert "line 6 Volume: unparseable number in Volume: 999" in line
+    assert long_value not in line and len(line.split("; refused: ", 1)[1]) <= 220
