@@ -20,6 +20,15 @@ Layouts (header names are matched case-insensitively after trimming; extra colum
     OHLC and volume are raw (as traded): they are back-adjusted for splits (prices divided and
     volume multiplied by the product of the split coefficients of all later dates) so that
     ``close`` follows Yahoo's split-adjusted convention. ``adj_close = adjusted_close``.
+``yfinance_download``
+    What ``yf.download(...).to_csv()`` writes: a three-line header ``Price,Adj Close,Close,High,
+    Low,Open,Volume`` (``Adj Close`` only without ``auto_adjust``) / ``Ticker,AAPL,AAPL,...`` /
+    ``Date,,,,,,`` (the ``Price`` and ``Ticker`` lines may come in either order, and the
+    ``Date`` line may be missing). The tickers come from the ``Ticker`` line; a file with
+    several tickers (columns grouped per price or per ticker) is read as one bar per (line,
+    ticker), and a ticker whose fields on a line are all empty (not listed yet that day) is
+    skipped, not counted. Without ``Adj Close`` the OHLC are adjusted (yfinance's
+    ``auto_adjust``), so ``adj_close = close``.
 ``long_table``
     Any of the layouts above or plain OHLC with a ticker column named ``Name``, ``ticker`` or
     ``symbol`` (e.g. Kaggle ``date,open,high,low,close,volume,Name``).
@@ -28,7 +37,9 @@ Layouts (header names are matched case-insensitively after trimming; extra colum
 
 When the source has no adjusted close (``ohlc``, Kaggle's ``long_table``) ``adj_close`` is
 stored as NULL rather than guessed: the source does not say whether its close is
-dividend-adjusted. Volume is optional everywhere (NULL when the column is absent or empty); a
+dividend-adjusted. Numbers may carry thousands separators (``"1,010.50"``,
+``"12,345,600"``) when the field is quoted, so the comma cannot be a field separator; the
+groups must be well formed (``1,0,1`` stays unparseable). Volume is optional everywhere (NULL when the column is absent or empty); a
 fractional volume is rounded to the nearest whole share.
 
 Ticker: the ticker column (which wins over the argument), else the ``ticker`` argument, else
@@ -98,6 +109,7 @@ LAYOUT_YAHOO = "yahoo"
 LAYOUT_YFINANCE = "yfinance_history"
 LAYOUT_ALPHAVANTAGE = "alphavantage_daily_adjusted"
 LAYOUT_LONG = "long_table"
+LAYOUT_YF_DOWNLOAD = "yfinance_download"
 LAYOUT_OHLC = "ohlc"
 
 DATE_NAMES = ("date", "timestamp", "datetime")
@@ -110,6 +122,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d{2}-\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}:?\d{2})?)?$"
 )
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d*)?$")
 _SLASH_DATE = re.compile(r"^(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<y>\d{4})(?:[ T][\d:.]+)?$")
 _FILE_NAME_TICKER = (
     re.compile(r"^DA-(?P<t>.+)-T-\d{4}-\d{2}-\d{2}$", re.IGNORECASE),  # Pooksoft Alpha Vantage
@@ -463,6 +476,64 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
     return header, header_index + 1, frame
 
 
+def _yfinance_download(
+    path: Path, header: list[str], rec: pd.DataFrame
+) -> tuple[list[str], pd.DataFrame, bool]:
+    """Turn ``yf.download(...).to_csv()``'s three-line header into a long table.
+
+    Returns ``(header, records, True)`` with a ``Ticker`` column appended and one record per
+    (line, ticker); other files come back unchanged with ``False``.
+    """
+    import pandas as pd
+
+    first = header[0].lower() if header else ""
+    if first not in ("price", "ticker") or rec.empty:
+        return header, rec, False
+    second = str(rec["f0"].iloc[0]).strip().lower()
+    if {first, second} != {"price", "ticker"}:
+        return header, rec, False
+    n = len(header)
+    if rec["nfields"].iloc[0] != n:
+        raise IngestFileError(
+            path, f"yfinance header line {rec['line'].iloc[0]} has the wrong number of fields"
+        )
+    other = [str(rec[f"f{i}"].iloc[0]).strip() for i in range(n)]
+    names, symbols = (header, other) if first == "price" else (other, header)
+    skip = 1
+    if (
+        len(rec) > 1
+        and str(rec["f0"].iloc[1]).strip().lower() in DATE_NAMES
+        and all(str(rec[f"f{i}"].iloc[1]).strip() == "" for i in range(1, n))
+    ):
+        skip = 2  # the index name's line: "Date,,,,,,"
+    rec = rec.iloc[skip:].reset_index(drop=True)
+    groups: dict[str, list[int]] = {}
+    for i in range(1, n):
+        groups.setdefault(symbols[i].upper(), []).append(i)
+    layouts = {tuple(names[i].lower() for i in idx) for idx in groups.values()}
+    if len(layouts) > 1 or any(len(set(cols)) != len(cols) for cols in layouts):
+        raise IngestFileError(path, "yfinance header: tickers do not all have the same columns")
+    parts = []
+    for symbol, idx in groups.items():
+        part = pd.DataFrame({"line": rec["line"], "raw": rec["raw"], "nfields": rec["nfields"]})
+        part["f0"] = rec["f0"]
+        for j, i in enumerate(idx, start=1):
+            part[f"f{j}"] = rec[f"f{i}"]
+        part[f"f{len(idx) + 1}"] = symbol
+        if len(groups) > 1:  # a ticker not listed yet on that day: nothing to read
+            empty = pd.concat(
+                [part[f"f{j}"].str.strip() == "" for j in range(1, len(idx) + 1)], axis=1
+            ).all(axis=1)
+            part = part[~empty | (part["nfields"] != n)]
+        parts.append(part)
+    idx = next(iter(groups.values()))
+    long_header = ["Date", *(names[i] for i in idx), "Ticker"]
+    records = pd.concat(parts, ignore_index=True).sort_values("line", kind="stable")
+    if rec.empty:
+        raise IngestFileError(path, "header only: no data rows")
+    return long_header, records.reset_index(drop=True), True
+
+
 def detect_layout(path: Path, header: list[str]) -> tuple[str, dict[str, int]]:
     """Map canonical columns (date, open, ..., ticker, split) to header positions."""
     lower = [h.lower() for h in header]
@@ -563,8 +634,12 @@ def parse_price_file(
     path = Path(path).resolve()
     text, sha256 = read_text(path)
     header, _, rec = _records(path, text)
+    expected_fields = len(header)
+    header, rec, yf_download = _yfinance_download(path, header, rec)
     # The header is judged first: a lone line of JSON or "404: Not Found" is not a header.
     layout, cols = detect_layout(path, header)
+    if yf_download:
+        layout = LAYOUT_YF_DOWNLOAD
     if rec.empty:
         raise IngestFileError(path, "header only: no data rows")
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -612,9 +687,9 @@ def parse_price_file(
 
     nfields = rec["nfields"]
     refuse(
-        nfields != len(header),
+        nfields != expected_fields,
         lambda m: (
-            f"wrong number of fields: expected {len(header)}, found " + nfields[m].astype(str)
+            f"wrong number of fields: expected {expected_fields}, found " + nfields[m].astype(str)
         ),
     )
 
@@ -637,6 +712,13 @@ def parse_price_file(
         if c in cols:
             missing[c] = field[c].isin(MISSING_TOKENS)
             values[c] = pd.to_numeric(field[c].where(~missing[c]), errors="coerce").astype(float)
+            # A comma inside a field can only come from a quoted field: thousands separators.
+            grouped = values[c].isna() & ~missing[c]
+            if grouped.any():
+                grouped &= field[c].str.match(_THOUSANDS).fillna(False).astype(bool)
+            if grouped.any():
+                plain = field[c][grouped].str.replace(",", "", regex=False)
+                values[c][grouped] = pd.to_numeric(plain, errors="coerce").astype(float)
     refuse(
         np.logical_and.reduce([missing[p] for p in PRICES]),
         "null bar: open, high, low and close are all missing (Yahoo writes 'null' for a day it "
@@ -746,7 +828,7 @@ def parse_price_file(
         prices["volume"] = prices["volume"] * factor
     prices["high"] = prices[["open", "high", "low", "close"]].max(axis=1)
     prices["low"] = prices[["open", "low", "close"]].min(axis=1)
-    if layout == LAYOUT_YFINANCE:
+    if layout == LAYOUT_YFINANCE or (layout == LAYOUT_YF_DOWNLOAD and "adj_close" not in cols):
         prices["adj_close"] = prices["close"]
     prices["adj_close"] = prices["adj_close"].astype(float)
     prices["volume"] = prices["volume"].astype(float).round().astype("Int64")

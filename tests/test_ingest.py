@@ -684,3 +684,83 @@ def test_summary_line_of_a_loaded_file_names_its_first_refusals(ctx, tmp_path):
     assert "; refused: line 5 Open: null bar" in line and line.endswith("; +2 more")
     assert "line 6 Volume: unparseable number in Volume: 999" in line
     assert long_value not in line and len(line.split("; refused: ", 1)[1]) <= 220
+
+
+# -- yfinance download CSVs and thousands separators (issue 7) ----------------------------------
+def yf_download_csv(path: Path, frames: dict[str, pd.DataFrame], by_ticker=False, adj=True):
+    """Write what ``yf.download(tickers).to_csv()`` writes (MultiIndex header), from real bars."""
+    names = ["Adj Close", "Close", "High", "Low", "Open", "Volume"][0 if adj else 1 :]
+    wide = pd.concat(
+        {t: f.set_index("Date")[names] for t, f in frames.items()}, axis=1, names=["Ticker"]
+    )
+    wide.columns.names = ["Ticker", "Price"]
+    wide.index.name = "Date"
+    if not by_ticker:
+        wide = wide.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    wide.to_csv(path)
+    return path
+
+
+def test_yfinance_download_single_ticker(shared_data, ctx, warehouse, tmp_path):
+    from helpers import read_yahoo
+
+    aapl = read_yahoo("AAPL").iloc[-30:].reset_index(drop=True)
+    path = yf_download_csv(tmp_path / "download.csv", {"AAPL": aapl})
+    text = path.read_text().splitlines()
+    assert text[0] == "Price,Adj Close,Close,High,Low,Open,Volume"
+    assert text[1].startswith("Ticker,AAPL,AAPL") and text[2] == "Date,,,,,,"
+    # Break one bar (line 10) to check line numbers count the three header lines.
+    text[9] = text[9].replace(",", ",-", 2).replace(",-", ",", 1)
+    path.write_text("\n".join(text) + "\n")
+
+    report = ingest_paths(ctx, [path], ticker="IGNORED")
+    result = report.files[0]
+    assert report.ok, report.summary_lines()
+    assert (result.layout, result.tickers, result.rows_read) == ("yfinance_download", ["AAPL"], 30)
+    (line,) = rejected(warehouse, path)["line_number"]
+    assert line == 10 and "line 10 Close: non-positive price" in result.summary_line()
+    stored = prices(warehouse, "AAPL")
+    expected = aapl.drop(index=6)
+    assert len(stored) == 29
+    np.testing.assert_allclose(stored["close"], expected["Close"], rtol=1e-12)
+    np.testing.assert_allclose(stored["adj_close"], expected["Adj Close"], rtol=1e-12)
+    assert list(stored["volume"]) == list(expected["Volume"].astype(int))
+
+
+@pytest.mark.parametrize("by_ticker", [False, True])
+def test_yfinance_download_several_tickers(shared_data, ctx, warehouse, tmp_path, by_ticker):
+    from helpers import read_yahoo
+
+    aapl = read_yahoo("AAPL").iloc[-20:]
+    msft = read_yahoo("MSFT").iloc[-15:]  # "listed" later: empty fields before
+    path = yf_download_csv(tmp_path / "d.csv", {"AAPL": aapl, "MSFT": msft}, by_ticker, adj=False)
+    report = ingest_paths(ctx, [path])
+    result = report.files[0]
+    assert report.ok, report.summary_lines()
+    assert (result.tickers, result.rows_read, result.refused) == (["AAPL", "MSFT"], 35, 0)
+    for ticker, frame in (("AAPL", aapl), ("MSFT", msft)):
+        stored = prices(warehouse, ticker)
+        np.testing.assert_allclose(stored["close"], frame["Close"], rtol=1e-12)
+        # auto_adjust: the close is adjusted already
+        np.testing.assert_allclose(stored["adj_close"], frame["Close"], rtol=1e-12)
+
+
+def test_thousands_separators_in_quoted_fields(ctx, warehouse, tmp_path):
+    path = write(
+        tmp_path / "BKNG.csv",
+        [
+            '"Date","Open","High","Low","Close","Adj Close","Volume"',
+            '"2021-03-01","1,010.50","1,020.00","1,000.25","1,015.75","1,015.75","12,345,600"',
+            '2021-03-02,"2,000","2,100.5","1,990","2,050","2,050","1,000"',
+            '2021-03-03,"1,0,1",2,1,2,2,100',
+            '2021-03-04,"10,00",11,9,10,10,100',
+        ],
+    )
+    report = ingest_paths(ctx, [path])
+    assert report.ok, report.summary_lines()
+    stored = prices(warehouse, "BKNG")
+    assert list(stored["open"]) == [1010.5, 2000.0]
+    assert list(stored["high"]) == [1020.0, 2100.5]
+    assert list(stored["volume"]) == [12345600, 1000]
+    reasons = list(rejected(warehouse, path)["reason"])
+    assert reasons == ["unparseable number in Open: 1,0,1", "unparseable number in Open: 10,00"]
