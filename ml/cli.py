@@ -1,6 +1,10 @@
 """`stockcast`: the command line. Thin: every command calls a stage function.
 
 Heavy imports (TensorFlow, MLflow, pandas) happen inside commands, so `--help` answers at once.
+
+Errors are handled once, by :class:`StockcastGroup`: an expected failure is one line
+``error: <what> <fix>`` on stderr with a documented exit code (:data:`EXIT_CODES`); anything
+else is one line naming the exception and ``--debug``, which shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -8,8 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -22,7 +28,27 @@ Configuration (shared with dbt through profiles.yml):
   MLFLOW_TRACKING_URI    MLflow store (default: sqlite:///./data/mlflow/mlflow.db)
   STOCKCAST_BQ_PROJECT   BigQuery project (bigquery target); STOCKCAST_BQ_DATASET is the
                          dataset prefix (default: stockcast -> stockcast_raw, ...)
+
+\b
+Exit codes: 0 ok, 1 data refused or a stage failed on the data (or an unexpected error),
+2 usage (a bad option or argument), 3 configuration or target, 4 warehouse unavailable or busy.
 """
+
+EXIT_DATA = 1  # data refused, or a stage failed on the data; also unexpected errors
+EXIT_USAGE = 2  # click's usage errors: bad option values, missing arguments
+EXIT_CONFIG = 3  # ConfigError: unknown target, missing BigQuery project, missing extra
+EXIT_WAREHOUSE = 4  # WarehouseError, DuckDB lock held by another process
+EXIT_CODES = {
+    0: "success",
+    EXIT_DATA: "data refused or a stage failed on the data; unexpected errors",
+    EXIT_USAGE: "usage: an invalid option value, a missing argument or path",
+    EXIT_CONFIG: "configuration or target",
+    EXIT_WAREHOUSE: "warehouse unavailable or busy",
+}
+# `backtest --model` choices; equal to ml.backtest.MODEL_NAMES (a test checks), written out here
+# so that --help does not import the backtest's libraries.
+BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm")
+LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 
 def _quiet_libraries() -> None:
@@ -33,43 +59,177 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # retracing notes per fold model
+    # MLflow's advice to its own developers, printed on stderr when the model class is defined.
+    # MLflow shows it under its own "once" filter, which overrides ours: drop it where shown.
+    show = warnings.showwarning
+    if not getattr(show, "stockcast", False):
+
+        def showwarning(message, *args, **kwargs):
+            if "Add type hints to the `predict` method" not in str(message):
+                show(message, *args, **kwargs)
+
+        showwarning.stockcast = True
+        warnings.showwarning = showwarning
 
 
 def _echo(message: str) -> None:
     click.echo(message)
 
 
-def _fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
+class StockcastError(click.ClickException):
+    """An expected failure: one ``error:`` line on stderr and a documented exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_DATA):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.secho(f"error: {self.format_message()}", fg="red", err=True)
+
+
+def _fail(message: str, exit_code: int = EXIT_DATA) -> NoReturn:
+    raise StockcastError(message, exit_code)
+
+
+def _one_line(message: str) -> str:
+    """The first line of ``message``; the rest (e.g. dbt's failures) goes to stdout above it."""
+    first, *rest = str(message).strip().splitlines() or [""]
+    for line in rest:
+        click.echo(line)
+    return first.strip() + (" (details above)" if any(line.strip() for line in rest) else "")
+
+
+def _usage_error(exc: click.UsageError) -> StockcastError:
+    where = exc.ctx.command_path if exc.ctx is not None else "stockcast"
+    return StockcastError(f"{exc.format_message()} See `{where} --help`.", EXIT_USAGE)
+
+
+def _busy(detail: str) -> str:
+    return (
+        f"another stockcast command is using the warehouse ({detail}): retry when it has finished"
+    )
+
+
+def _expected_error(exc: Exception, command: str | None) -> StockcastError:
+    """The exit code and one-line message for an exception raised by a command."""
+    from ml.config import ConfigError
+    from ml.transform import DbtError
+    from ml.warehouse import WarehouseError
+
+    text = str(exc).strip()
+    if isinstance(exc, ConfigError):  # before ValueError: ConfigError is one
+        return StockcastError(_one_line(text), EXIT_CONFIG)
+    if isinstance(exc, WarehouseError):
+        return StockcastError(_one_line(text), EXIT_WAREHOUSE)
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.IOException):
+        first = text.splitlines()[0] if text else type(exc).__name__
+        if any(marker in text.lower() for marker in LOCK_MARKERS):
+            return StockcastError(_busy(first), EXIT_WAREHOUSE)
+        return StockcastError(f"cannot open the warehouse: {first}", EXIT_WAREHOUSE)
+    if isinstance(exc, DbtError):
+        if any(marker in text.lower() for marker in LOCK_MARKERS):
+            _one_line(text)  # dbt's detail, on stdout
+            return StockcastError(_busy("dbt could not lock the DuckDB file"), EXIT_WAREHOUSE)
+        return StockcastError(_one_line(text), EXIT_DATA)
+    fetch = sys.modules.get("ml.fetch")
+    if isinstance(exc, (LookupError, ValueError)) or (
+        fetch is not None and isinstance(exc, fetch.FetchError)
+    ):
+        if isinstance(exc, KeyError) and exc.args:
+            text = str(exc.args[0])  # str(KeyError) is the repr of its argument
+        return StockcastError(_one_line(text), EXIT_DATA)
+    first = text.splitlines()[0] if text else ""
+    rerun = f"stockcast --debug {command} ..." if command else "stockcast --debug ..."
+    return StockcastError(
+        f"unexpected {type(exc).__name__}: {first} (rerun as `{rerun}` to see the traceback)",
+        EXIT_DATA,
+    )
+
+
+class StockcastGroup(click.Group):
+    """Maps every command's errors to one ``error:`` line and an exit code, in one place."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:  # a bad option of the group itself
+            raise _usage_error(exc) from exc
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # the command's own options and arguments
+            if ctx.params.get("debug"):
+                raise
+            raise _usage_error(exc) from exc
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise _expected_error(exc, ctx.invoked_subcommand) from exc
 
 
 def _context():
-    """The run context for this command, built once: settings, warehouse, MLflow."""
-    from ml.config import ConfigError
-    from ml.context import build_context
-    from ml.warehouse import WarehouseError
+    """The run context for this command, built once: settings, warehouse, MLflow.
 
-    try:
-        return build_context()
-    except (ConfigError, WarehouseError) as exc:
-        _fail(str(exc))
+    Configuration and warehouse errors are mapped to exit codes by :class:`StockcastGroup`.
+    """
+    from ml.context import build_context
+
+    return build_context()
+
+
+def _where(ctx) -> str:
+    """Where this context's warehouse keeps the forecasts, for people to read."""
+    if ctx.settings.engine == "duckdb":
+        return str(Path(ctx.settings.target_config["path"]).resolve())
+    return ctx.warehouse.table("ml.predicted_prices")
+
+
+def _require_prices(ctx) -> None:
+    """Refuse to build on a warehouse with no prices (a fresh home): say what to run first."""
+    from ml.contracts import DAILY_PRICES
+
+    name = DAILY_PRICES.full_name
+    loaded = ctx.warehouse.table_exists(name) and int(
+        ctx.warehouse.query_df(f"select count(*) as n from {ctx.warehouse.table(name)}")["n"].iloc[
+            0
+        ]
+    )
+    if not loaded:
+        where = _where(ctx) if ctx.settings.engine == "duckdb" else ctx.warehouse.table(name)
+        _fail(
+            f"no prices loaded yet ({name} is empty or missing in {where}): run "
+            "`stockcast ingest PATH...` first, or `stockcast run PATH...` for the whole job"
+        )
 
 
 @click.group(
-    help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP
+    cls=StockcastGroup,
+    help="Stockcast: price files -> warehouse -> indicators -> LSTM forecasts.\n" + CONFIG_HELP,
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="STOCKCAST_DEBUG",
+    help="On an error, show the full traceback instead of one `error:` line.",
 )
 @click.version_option(package_name="stockcast")
-def main() -> None:
+def main(debug: bool) -> None:
     _quiet_libraries()
 
 
+PATHS = click.Path(exists=True, path_type=Path)
+POSITIVE = click.IntRange(min=1)
+
+
 @main.command(help="Load daily price CSVs (.csv/.csv.gz, files or folders) into raw.daily_prices.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PATHS)
 @click.option("--ticker", help="Ticker for files that carry none (default: from the file name).")
 def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
     from ml.ingest import ingest_paths
-    from ml.warehouse import WarehouseError
 
     ctx = _context()
     with click.progressbar(length=1, label="ingesting", file=sys.stderr) as bar:
@@ -78,42 +238,53 @@ def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
-        try:
-            report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
-        except WarehouseError as exc:
-            _fail(str(exc))
+        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:
-        _fail("some files were not loaded (see above); the others were")
+        _fail("some files were not loaded (see above); the others were: fix them and rerun")
 
 
 @main.command(help="Build the dbt models and run every data and unit test (dbt build).")
 @click.option("--select", help="dbt selection, e.g. fct_daily_indicators+")
 def transform(select: str | None) -> None:
-    from ml.transform import DbtError
     from ml.transform import transform as run_transform
 
     ctx = _context()
-    try:
-        run_transform(ctx, select=select, echo=_echo)
-    except DbtError as exc:
-        _fail(str(exc))
+    _require_prices(ctx)
+    run_transform(ctx, select=select, echo=_echo)
 
 
 def _train_options(func=None, *, tickers: bool = True):
     if func is None:
         return lambda f: _train_options(f, tickers=tickers)
     options = [
-        click.option("--epochs", type=int, default=None, help="Maximum epochs (early stopping)."),
-        click.option("--window", type=int, default=None, help="Days of features per sample."),
-        click.option("--units", type=int, default=None, help="LSTM units per layer."),
-        click.option("--layers", type=int, default=None, help="Stacked LSTM layers."),
-        click.option("--seed", type=int, default=None, help="Random seed."),
         click.option(
-            "--max-train-samples", type=int, default=None, help="Subsample the fit set to this."
+            "--epochs", type=POSITIVE, default=None, help="Maximum epochs (early stopping)."
         ),
-        click.option("--train-years", type=float, default=None, help="Years of history to fit on."),
+        click.option(
+            "--window",
+            type=click.IntRange(min=2),
+            default=None,
+            help="Days of features per sample.",
+        ),
+        click.option("--units", type=POSITIVE, default=None, help="LSTM units per layer."),
+        click.option("--layers", type=POSITIVE, default=None, help="Stacked LSTM layers."),
+        click.option(
+            "--seed", type=click.IntRange(0, 2**32 - 1), default=None, help="Random seed."
+        ),
+        click.option(
+            "--max-train-samples",
+            type=POSITIVE,
+            default=None,
+            help="Subsample the fit set to this.",
+        ),
+        click.option(
+            "--train-years",
+            type=click.FloatRange(min=0, min_open=True, max=100),
+            default=None,
+            help="Years of history to fit on (above 0, at most 100).",
+        ),
         click.option(
             "--ignore-tuned",
             is_flag=True,
@@ -179,10 +350,7 @@ def train(force, **options) -> None:
     from ml.train import train as run_train
 
     ctx = _context()
-    try:
-        result = run_train(ctx, _train_config(**options), progress=_echo, force=force)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
+    result = run_train(ctx, _train_config(**options), progress=_echo, force=force)
     click.echo(result.metrics.round(4).to_string(index=False))
     click.echo(
         f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
@@ -196,10 +364,7 @@ def score(tickers: tuple[str, ...]) -> None:
     from ml.score import score as run_score
 
     ctx = _context()
-    try:
-        result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
+    result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
     click.echo(
         f"wrote {result.rows_written} rows to ml.predicted_prices for {result.tickers_scored} "
         f"tickers (model v{result.model_version}, run {result.run_id})"
@@ -209,15 +374,20 @@ def score(tickers: tuple[str, ...]) -> None:
 
 
 @main.command(help="Walk-forward backtest of the LSTM beside naive, drift, ETS and peer models.")
-@click.option("--folds", type=int, default=4, show_default=True, help="Number of test blocks.")
-@click.option("--test-days", type=int, default=21, show_default=True, help="As-of days per fold.")
+@click.option("--folds", type=POSITIVE, default=4, show_default=True, help="Number of test blocks.")
+@click.option(
+    "--test-days", type=POSITIVE, default=21, show_default=True, help="As-of days per fold."
+)
 @click.option(
     "--model",
     "models",
     multiple=True,
-    help="Models to compare (default: lstm, naive, drift, ets, peer_lstm).",
+    type=click.Choice(BACKTEST_MODELS),
+    help="Models to compare (default: all).",
 )
-@click.option("--peer-epochs", type=int, default=5, show_default=True)
+@click.option(
+    "--peer-epochs", type=POSITIVE, default=5, show_default=True, help="Epochs of peer_lstm."
+)
 @_train_options
 def backtest(folds, test_days, models, peer_epochs, **options) -> None:
     from ml.backtest import MODEL_NAMES, BacktestConfig, summary_table
@@ -233,10 +403,7 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
         tickers=train_config.tickers,
     )
     ctx = _context()
-    try:
-        result = run_backtest(ctx, config, progress=_echo)
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
+    result = run_backtest(ctx, config, progress=_echo)
     first, last = result.folds[0].test_start.date(), result.folds[-1].test_end.date()
     click.echo(
         f"\nwalk-forward backtest, {len(result.folds)} folds, as-of {first}..{last}: "
@@ -250,27 +417,21 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
 @main.command(
     help="Search LSTM settings by walk-forward skill vs naive (Optuna); train uses the best."
 )
-@click.option("--trials", type=int, default=20, show_default=True, help="Optuna trials.")
+@click.option("--trials", type=POSITIVE, default=20, show_default=True, help="Optuna trials.")
 @click.option(
-    "--folds", type=int, default=3, show_default=True, help="Walk-forward folds per trial."
+    "--folds", type=POSITIVE, default=3, show_default=True, help="Walk-forward folds per trial."
 )
-@click.option("--test-days", type=int, default=21, show_default=True, help="As-of days per fold.")
+@click.option(
+    "--test-days", type=POSITIVE, default=21, show_default=True, help="As-of days per fold."
+)
 @_train_options
 def tune(trials, folds, test_days, **options) -> None:
     from ml.tune import tune as run_tune
 
     ctx = _context()
-    try:
-        result = run_tune(
-            ctx,
-            trials,
-            _train_config(**options),
-            n_folds=folds,
-            test_days=test_days,
-            progress=_echo,
-        )
-    except (LookupError, ValueError) as exc:
-        _fail(str(exc))
+    result = run_tune(
+        ctx, trials, _train_config(**options), n_folds=folds, test_days=test_days, progress=_echo
+    )
     click.echo(
         f"best walk-forward relative MAE vs naive: {result.best_score:.4f} "
         f"(below 1 beats naive) with {result.best_params}"
@@ -287,34 +448,61 @@ def _run(
 ) -> None:
     """The main job on ``paths``; without paths, only what follows loading (`refresh`)."""
     from ml.pipeline import refresh, run_pipeline
-    from ml.transform import DbtError
-    from ml.warehouse import WarehouseError
 
     ctx = _context()
-    try:
-        if paths is None:
-            report = refresh(ctx, retrain=retrain, train_config=config, say=_echo, force=force)
-        else:
-            report = run_pipeline(
-                ctx,
-                paths,
-                ticker=ticker,
-                retrain=retrain,
-                train_config=config,
-                say=_echo,
-                force=force,
-            )
-    except (LookupError, ValueError, DbtError, WarehouseError) as exc:
-        _fail(str(exc))
+    if paths is None:
+        _require_prices(ctx)
+        report = refresh(ctx, retrain=retrain, train_config=config, say=_echo, force=force)
+    else:
+        report = run_pipeline(
+            ctx, paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo, force=force
+        )
     click.echo(
         "stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())
     )
+    if paths is not None:
+        _show_forecasts(ctx)
     if not report.ingest_ok:
         _fail("some input files were not loaded (see the ingest summary); the rest ran")
 
 
+PREVIEW_COLUMNS = "ticker, as_of_date, horizon, target_date, predicted_close, lower_80, upper_80"
+
+
+def _show_forecasts(ctx) -> None:
+    """Where the forecasts are, the first rows of the latest ones, and a query to paste."""
+    table = ctx.warehouse.table("ml.predicted_prices")
+    columns = "ticker, target_date, predicted_close, lower_80, upper_80"
+    latest = (
+        f"select {', '.join('p.' + c for c in PREVIEW_COLUMNS.split(', '))} from {table} p join "
+        f"(select ticker, max(as_of_date) as as_of_date from {table} group by ticker) l "
+        "on p.ticker = l.ticker and p.as_of_date = l.as_of_date order by p.ticker, p.horizon"
+    )
+    if ctx.settings.engine == "duckdb":
+        path = _where(ctx)
+        click.echo(f"\nforecasts: table ml.predicted_prices in the DuckDB file {path}")
+        example = (
+            f'duckdb {path} "select {columns} from ml.predicted_prices '
+            'order by ticker, as_of_date desc, horizon limit 20"'
+        )
+    else:
+        click.echo(f"\nforecasts: BigQuery table {table}")
+        example = (
+            f"bq query --use_legacy_sql=false 'select {columns} from {table} "
+            "order by ticker, as_of_date desc, horizon limit 20'"
+        )
+    try:
+        preview = ctx.warehouse.query_df(latest + " limit 5")
+    except Exception as exc:  # the job succeeded: a failed preview must not fail it
+        click.echo(f"(no preview: {type(exc).__name__}: {str(exc).splitlines()[0]})")
+    else:
+        click.echo(preview.round(2).to_string(index=False))
+    click.echo(f"query them: {example}")
+    click.echo(f"models and runs: MLflow at {ctx.settings.mlflow_tracking_uri}")
+
+
 @main.command(help="The main job: ingest -> transform -> train (if no champion) -> score -> marts.")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True, type=PATHS)
 @click.option("--ticker", help="Ticker for files that carry none.")
 @click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
 @_train_options(tickers=False)
@@ -352,19 +540,14 @@ def demo() -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the downloaded CSVs.")
 def fetch(tickers, start, end, out) -> None:
     from ml.config import data_dir
-    from ml.fetch import FetchError, fetch_prices
+    from ml.fetch import fetch_prices
     from ml.ingest import ingest_paths
 
+    end = end.date() if end else date.today()
+    if end < start.date():
+        raise click.BadParameter(f"{end} is before --start {start.date()}.", param_hint="'--end'")
     out = out or data_dir() / "downloads"
-    try:
-        files = fetch_prices(
-            [t.upper() for t in tickers],
-            start=start.date(),
-            end=end.date() if end else date.today(),
-            out_dir=out,
-        )
-    except FetchError as exc:
-        _fail(str(exc))
+    files = fetch_prices([t.upper() for t in tickers], start=start.date(), end=end, out_dir=out)
     report = ingest_paths(_context(), files)
     for line in report.summary_lines():
         click.echo(line)

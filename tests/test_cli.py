@@ -36,12 +36,13 @@ def test_ingest_does_not_import_tensorflow():
     assert out.stdout.strip() == "False"
 
 
-def _run_cli(args, home):
+def _run_cli(args, home, **extra):
     import os
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKCAST_", "MLFLOW_"))}
     env["STOCKCAST_HOME"] = str(home)
+    env.update(extra)
     stockcast = Path(sys.executable).with_name("stockcast")
     return subprocess.run([str(stockcast), *args], env=env, capture_output=True, text=True)
 
@@ -71,3 +72,218 @@ def test_fetch_without_network_fails_with_a_clear_message(tmp_path):
     if done.returncode == 0:  # pragma: no cover - only where Yahoo is reachable
         pytest.skip("a network is available here")
     assert "cannot reach Yahoo Finance" in done.stderr
+
+
+# -- misuse: one `error:` line on stderr and a documented exit code, before any work ---------
+
+
+@pytest.fixture
+def home(stockcast_home, monkeypatch):
+    """A fresh, empty STOCKCAST_HOME with no MLflow or BigQuery settings from the shell."""
+    for name in ("MLFLOW_TRACKING_URI", "STOCKCAST_BQ_PROJECT", "STOCKCAST_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return stockcast_home
+
+
+def _invoke(args, **env):
+    return CliRunner().invoke(main, args, env=env or None)
+
+
+def _one_error_line(result) -> str:
+    """The whole of stderr: exactly one `error:` line, no traceback."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+INVALID = [
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--window", "-5"], "--window"),
+    (["train", "--window", "1"], "--window"),
+    (["train", "--units", "0"], "--units"),
+    (["train", "--layers", "0"], "--layers"),
+    (["train", "--max-train-samples", "0"], "--max-train-samples"),
+    (["train", "--train-years", "0"], "--train-years"),
+    (["train", "--train-years", "-1.5"], "--train-years"),
+    (["train", "--seed", "-1"], "--seed"),
+    (["train", "--epochs", "many"], "--epochs"),
+    (["backtest", "--folds", "0"], "--folds"),
+    (["backtest", "--test-days", "-3"], "--test-days"),
+    (["backtest", "--peer-epochs", "0"], "--peer-epochs"),
+    (["backtest", "--model", "arima"], "--model"),
+    (["backtest", "--epochs", "0"], "--epochs"),
+    (["tune", "--trials", "0"], "--trials"),
+    (["tune", "--folds", "0"], "--folds"),
+    (["tune", "--window", "0"], "--window"),
+    (["run", "{prices}", "--epochs", "0"], "--epochs"),
+    (["run", "{prices}", "--window", "-5"], "--window"),
+    (["refresh", "--units", "0"], "--units"),
+    (["run", "{missing}"], "does not exist"),
+    (["ingest", "{prices}", "{missing}"], "does not exist"),
+    (["fetch", "AAPL", "--start", "2024-01-02", "--end", "2023-01-01"], "--end"),
+    (["train", "--bogus"], "--bogus"),
+    (["forecast"], "No such command"),
+]
+
+
+@pytest.mark.parametrize(("args", "named"), INVALID, ids=[" ".join(a) for a, _ in INVALID])
+def test_invalid_arguments_are_usage_errors_before_any_work(home, tmp_path, args, named):
+    prices = tmp_path / "ACME.csv"
+    prices.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")
+    paths = {"prices": str(prices), "missing": str(tmp_path / "nowhere.csv")}
+    result = _invoke([a.format(**paths) for a in args])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result)
+    assert named in line and "--help" in line
+    assert list(home.iterdir()) == []  # no warehouse, no MLflow store, nothing trained
+
+
+def test_backtest_model_choices_are_the_backtests_models():
+    from ml.backtest import MODEL_NAMES
+    from ml.cli import BACKTEST_MODELS
+
+    assert BACKTEST_MODELS == MODEL_NAMES
+
+
+def test_unknown_target_is_a_configuration_error(home):
+    result = _invoke(["score"], STOCKCAST_TARGET="nope")
+    assert result.exit_code == 3, result.output
+    assert "STOCKCAST_TARGET='nope'" in _one_error_line(result)
+    assert list(home.iterdir()) == []
+
+
+def test_bigquery_without_a_project_is_a_configuration_error(home):
+    result = _invoke(["transform"], STOCKCAST_TARGET="bigquery")
+    assert result.exit_code == 3, result.output
+    assert "set STOCKCAST_BQ_PROJECT" in _one_error_line(result)
+
+
+@pytest.mark.parametrize("command", ["transform", "refresh"])
+def test_building_on_a_fresh_home_says_to_ingest_first(home, command):
+    result = _invoke([command])
+    assert result.exit_code == 1, result.output
+    line = _one_error_line(result)
+    assert "no prices loaded" in line and "stockcast ingest" in line
+    assert result.stdout == ""  # no dbt log: dbt never ran
+    assert not (home / "warehouse").exists()
+
+
+def test_score_without_a_champion_is_one_line(home):
+    result = _invoke(["score"])
+    assert result.exit_code == 1, result.output
+    assert "run `stockcast train` first" in _one_error_line(result)
+
+
+def _raise(exc):
+    def build():
+        raise exc
+
+    return build
+
+
+def _errors():
+    import duckdb
+
+    from ml.config import ConfigError
+    from ml.transform import DbtError
+    from ml.warehouse import WarehouseBusyError, WarehouseError
+
+    lock = 'IO Error: Could not set lock on file "/x/stockcast.duckdb": Conflicting lock is held'
+    return [
+        (ConfigError("target 'x' needs a GCP project: set STOCKCAST_BQ_PROJECT"), 3, "set STOCK"),
+        (WarehouseError("no warehouse at /x: run `stockcast ingest` first"), 4, "no warehouse"),
+        (WarehouseBusyError("the warehouse /x is in use by PID 7: retry"), 4, "in use by PID 7"),
+        (duckdb.IOException(lock), 4, "another stockcast command is using the warehouse"),
+        (duckdb.IOException("IO Error: Permission denied"), 4, "cannot open the warehouse"),
+        (DbtError("dbt build failed (exit 1). 3 errors\nERROR one\nERROR two"), 1, "dbt build"),
+        (DbtError(f"dbt build failed (exit 2).\n{lock}"), 4, "another stockcast command"),
+        (LookupError("no 'champion' version: run `stockcast train` first"), 1, "no 'champion'"),
+        (KeyError("GOOG"), 1, "error: GOOG"),
+        (ValueError("0 trading dates cannot hold 2 folds"), 1, "0 trading dates"),
+        (RuntimeError("boom\nsecond line"), 1, "unexpected RuntimeError: boom (rerun as"),
+    ]
+
+
+@pytest.mark.parametrize(("exc", "code", "says"), _errors(), ids=lambda v: repr(v)[:40])
+def test_every_error_is_one_line_with_its_exit_code(home, monkeypatch, exc, code, says):
+    monkeypatch.setattr("ml.cli._context", _raise(exc))
+    result = _invoke(["score"])
+    assert result.exit_code == code, result.output
+    assert says in _one_error_line(result)
+    if "\nERROR" in str(exc):  # dbt's failures are kept, on stdout, above the error line
+        assert "ERROR one" in result.stdout and "(details above)" in result.stderr
+
+
+def test_unexpected_errors_name_the_debug_flag_which_shows_the_traceback(home, monkeypatch):
+    monkeypatch.setattr("ml.cli._context", _raise(RuntimeError("boom")))
+    line = _one_error_line(_invoke(["score"]))
+    assert "`stockcast --debug score ...`" in line
+    result = _invoke(["--debug", "score"])
+    assert isinstance(result.exception, RuntimeError) and result.exit_code == 1
+
+
+def test_debug_shows_the_traceback_of_an_expected_error_too(tmp_path):
+    plain = _run_cli(["score"], tmp_path, STOCKCAST_TARGET="nope")
+    assert plain.returncode == 3 and plain.stderr.startswith("error: ")
+    assert len(plain.stderr.splitlines()) == 1, plain.stderr
+    debug = _run_cli(["--debug", "score"], tmp_path, STOCKCAST_TARGET="nope")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and "ml.config.ConfigError" in debug.stderr
+
+
+def test_a_warehouse_held_by_another_process_is_exit_4(tmp_path):
+    """A real DuckDB lock held by another process: one line, exit 4, nothing else on stderr."""
+    home = tmp_path / "home"
+    (home / "warehouse").mkdir(parents=True)
+    path = home / "warehouse" / "stockcast.duckdb"
+    prices = tmp_path / "ACME.csv"
+    prices.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2021-03-01,10,11,9,10,10,1\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        done = _run_cli(["ingest", str(prices)], home, STOCKCAST_LOCK_WAIT_SECONDS="1")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 4, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "retry" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_documents_the_exit_codes_and_debug():
+    result = _invoke(["--help"])
+    assert "--debug" in result.output and "Exit codes" in result.output
+
+
+def test_a_finished_job_says_where_the_forecasts_are(ctx, capsys):
+    import pandas as pd
+
+    from ml.cli import _show_forecasts
+
+    rows = [
+        {
+            "ticker": ticker, "as_of_date": as_of, "target_date": as_of + pd.Timedelta(days=h),
+            "horizon": h, "predicted_close": 100.0 + h, "lower_80": 99.0, "upper_80": 101.0 + h,
+            "model_name": "stockcast-lstm", "model_version": "1", "mlflow_run_id": "r",
+            "scored_at": pd.Timestamp("2024-01-03 20:00"),
+        }
+        for ticker in ("AAA", "BBB")
+        for as_of in (pd.Timestamp("2024-01-01"), pd.Timestamp("2024-01-02"))
+        for h in range(1, 11)
+    ]  # fmt: skip
+    ctx.warehouse.replace_predictions(pd.DataFrame(rows))
+    _show_forecasts(ctx)
+    out = capsys.readouterr().out
+    path = str(ctx.warehouse.path)
+    assert f"in the DuckDB file {path}" in out
+    assert f'duckdb {path} "select ticker, target_date' in out
+    preview = [line for line in out.splitlines() if line.startswith("   AAA")]
+    assert len(preview) == 5 and all("2024-01-02" in line for line in preview), out
+    assert "BBB" not in out.split("query them")[0]  # the first 5 rows: AAA's horizons 1..5
