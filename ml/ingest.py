@@ -432,30 +432,50 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
 
     if '"' not in text:
         # One record per physical line: split with str.split (C speed), no csv quoting rules.
-        kept = [
-            (i, line) for i, line in enumerate(lines[body_start:], body_start + 1) if line.strip()
-        ]
-        raw = [line for _, line in kept]
-        split = [line.split(",") for line in raw]
-        nfields = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
-        good = nfields == n
+        # In chunks, with equal field strings shared (dates, tickers and prices repeat a lot in
+        # a long table): a 500k-line file then holds one copy of each distinct value instead of
+        # millions of small strings plus the per-line lists.
+        chunk_size = 65_536
+        line_parts, raw_parts, nfield_parts = [], [], []
+        column_parts: list[list[np.ndarray]] = [[] for _ in range(n)]
+        shared: list[dict[str, str]] = [{} for _ in range(n)]
+        body = lines[body_start:]
+        for offset in range(0, len(body), chunk_size):
+            kept = [
+                (i, line)
+                for i, line in enumerate(
+                    body[offset : offset + chunk_size], body_start + 1 + offset
+                )
+                if line.strip()
+            ]
+            raw = [line for _, line in kept]
+            split = [line.split(",") for line in raw]
+            nfields = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+            good = nfields == n
+            line_parts.append(np.fromiter((i for i, _ in kept), dtype=np.int64, count=len(kept)))
+            raw_parts.append(np.array(raw, dtype=object) if raw else np.empty(0, dtype=object))
+            nfield_parts.append(nfields)
+            for j in range(n):
+                get = shared[j].setdefault
+                column = np.empty(len(split), dtype=object)
+                column[:] = [get(r[j], r[j]) if g else "" for r, g in zip(split, good, strict=True)]
+                column_parts[j].append(column)
+            del kept, raw, split
         frame = pd.DataFrame(
             {
-                "line": np.fromiter((i for i, _ in kept), dtype=np.int64, count=len(kept)),
-                "raw": pd.Series(raw, dtype=object),
-                "nfields": nfields,
+                "line": np.concatenate(line_parts) if line_parts else np.empty(0, np.int64),
+                "raw": pd.Series(
+                    np.concatenate(raw_parts) if raw_parts else np.empty(0, object), dtype=object
+                ),
+                "nfields": np.concatenate(nfield_parts) if nfield_parts else np.empty(0, np.int64),
             }
         )
-        if good.all():
-            table = np.array(split, dtype=object).reshape(len(split), n)
-        else:
-            table = np.full((len(split), n), "", dtype=object)
-            if good.any():
-                table[good] = np.array(
-                    [r for r, g in zip(split, good, strict=True) if g], dtype=object
-                )
-        for i, name in enumerate(names):
-            frame[name] = table[:, i]
+        for j, name in enumerate(names):
+            frame[name] = (
+                np.concatenate(column_parts[j]) if column_parts[j] else np.empty(0, object)
+            )
+            column_parts[j] = []
+        del shared
     else:
         rows = []
         reader = csv.reader(io.StringIO("\n".join(lines[body_start:]), newline=""))
