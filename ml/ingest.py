@@ -53,7 +53,8 @@ within two weeks of daily bars); a file whose slash dates never settle it is a f
 Rows are refused (recorded in ``raw.rejected_rows`` with the physical line number, header =
 line 1) for: a wrong number of fields; a missing or invalid ticker (ticker column only); an
 unparseable or missing date; a Yahoo ``null`` bar; a missing open/high/low/close; an
-unparseable number; a non-finite or non-positive price; a negative volume; a non-positive
+unparseable number; a non-finite or non-positive price; a negative volume or one too large for
+a 64-bit integer; a non-positive
 split coefficient; ``high`` below open/close/low or ``low`` above open/close; a date after
 today in New York; a date on a weekend; and the same (ticker, date) more than once with
 different values (every copy is refused; copies with equal values are collapsed to the first,
@@ -770,6 +771,11 @@ def parse_price_file(
             )
     if "volume" in values:
         refuse(values["volume"] < 0, lambda m: "negative volume: " + quoted("volume", m), "volume")
+        refuse(  # found by the property tests: it cannot be stored as a 64-bit integer
+            values["volume"] >= 2.0**63,
+            lambda m: "volume too large: " + quoted("volume", m),
+            "volume",
+        )
     if "split" in values:
         refuse(
             values["split"] <= 0,

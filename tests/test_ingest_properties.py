@@ -117,3 +117,13 @@ def test_mutated_real_files_keep_the_promises(case):
     assert not p.duplicated(["ticker", "trade_date"]).any()
     assert (p["trade_date"].dt.dayofweek < 5).all()
     assert set(parsed.rejected["line_number"]) <= set(range(2, text.count("\n") + 2))
+
+
+def test_volume_beyond_int64_is_refused_not_a_crash(tmp_path):
+    # Found by the property test above: 99999999999999999999 made the Int64 cast raise.
+    path = tmp_path / "AAPL.csv"
+    path.write_text("\n".join([LINES[0], LINES[1].rsplit(",", 1)[0] + ",99999999999999999999"]))
+    parsed = parse_price_file(path)
+    assert parsed.prices.empty and list(parsed.rejected["reason"]) == [
+        "volume too large: 99999999999999999999"
+    ]
