@@ -7,8 +7,19 @@ raw feature windows and its output the log returns for horizons 1..10.
 
 from __future__ import annotations
 
+import os
+
+# TensorFlow's C++ logger: level 2 still lets ERROR lines through (e.g. the harmless
+# "E0000 ... NodeDef mentions attribute use_unbounded_threadpool"); 3 keeps only FATAL. It is
+# read when TF loads, which in Stockcast is always after this module (keras is imported inside
+# the functions that fit or load a network). Real failures still surface as Python exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 import json
+import logging
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +28,24 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from ml.config import CHAMPION_ALIAS, EXPERIMENT_NAME, MODEL_NAME, Settings
+
+log = logging.getLogger(__name__)
+
+
+class _NoCloudPickleNotice(logging.Filter):
+    """Drop MLflow's per-log notice that a Python object is pickled as ``python_model``.
+
+    Kept narrow on purpose: only that message, only on the logger that emits it. The class is
+    pickled by reference (``ml.registry.LstmForecaster``), so loading already needs this package
+    and runs no code that is not in it; moving to models-from-code is left for a change that
+    can be tested against the versions already registered.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Passing a Python object as `python_model`")
+
+
+logging.getLogger("mlflow.pyfunc").addFilter(_NoCloudPickleNotice())
 
 
 def configure(settings: Settings, experiment_id: str | None = None) -> str:
@@ -39,7 +68,86 @@ def configure(settings: Settings, experiment_id: str | None = None) -> str:
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
+    for message in recover(experiment_id):
+        log.warning(message)
     return experiment_id
+
+
+# --- recovery from a killed run -----------------------------------------------------------------
+
+PID_TAG, HOST_TAG = "stockcast.pid", "stockcast.host"
+# A RUNNING run that cannot be checked (another host, or no PID tag: runs from before the tag,
+# tune and backtest runs) is declared dead only after this long; a training takes minutes.
+STALE_AFTER_HOURS = 24
+
+
+def owner_tags() -> dict[str, str]:
+    """Tags that let a later process tell whether this run's process is still alive."""
+    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _run_is_dead(run, now_ms: int) -> str | None:
+    """Why a RUNNING run's process is gone, or None while it may be alive."""
+    tags = run.data.tags
+    pid, host = tags.get(PID_TAG), tags.get(HOST_TAG)
+    if pid and host == socket.gethostname():
+        if int(pid) == os.getpid() or _process_alive(int(pid)):
+            return None
+        return f"its process {pid} on {host} is gone"
+    age_hours = (now_ms - run.info.start_time) / 3_600_000
+    if age_hours > STALE_AFTER_HOURS:
+        return f"still RUNNING {age_hours:.0f} h after it started (limit {STALE_AFTER_HOURS} h)"
+    return None
+
+
+def recover(experiment_id: str) -> list[str]:
+    """Bring the store back to a consistent state after a killed `train` (or tune, backtest).
+
+    Rules:
+    * a RUNNING run whose process is gone (PID tag, same host) is marked FAILED; a run that
+      cannot be checked is marked FAILED once it has been RUNNING for STALE_AFTER_HOURS;
+    * a registered version with no `champion` anywhere is promoted under the promotion gate's
+      bootstrap rule (with no champion at all, the first model becomes champion so that
+      forecasts exist): the newest READY version, recorded in its tags. A killed `train` dies
+      between registering the version and setting its alias.
+
+    Returns what was changed, one message per change.
+    """
+    client = MlflowClient()
+    messages = []
+    now_ms = int(time.time() * 1000)
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
+        reason = _run_is_dead(run, now_ms)
+        if reason:
+            client.set_tag(run.info.run_id, "stockcast.recovered", f"marked FAILED: {reason}")
+            client.set_terminated(run.info.run_id, status="FAILED")
+            messages.append(f"MLflow run {run.info.run_id} marked FAILED: {reason}")
+    if champion_version() is None:
+        ready = [
+            v for v in client.search_model_versions(f"name = '{MODEL_NAME}'") if v.status == "READY"
+        ]
+        if ready:
+            newest = max(ready, key=lambda v: int(v.version))
+            reason = (
+                "bootstrap: no champion was registered and this was the newest READY version "
+                "(its training was interrupted before the promotion gate's alias was set)"
+            )
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, newest.version)
+            client.set_model_version_tag(MODEL_NAME, newest.version, "stockcast.recovered", reason)
+            messages.append(
+                f"{MODEL_NAME} v{newest.version} promoted to {CHAMPION_ALIAS}: {reason}"
+            )
+    return messages
 
 
 class LstmForecaster(mlflow.pyfunc.PythonModel):
@@ -59,7 +167,9 @@ class LstmForecaster(mlflow.pyfunc.PythonModel):
             history={},
         )
 
-    def predict(self, context, model_input, params=None):
+    # Typed so MLflow does not warn on every log; np.ndarray is a hint MLflow accepts without
+    # inferring a schema from it, so the signature stays the one inferred from the example.
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         return self.forecaster.predict(np.asarray(model_input, dtype=np.float32))
 
 

@@ -171,7 +171,8 @@ def train(
     )
 
     with mlflow.start_run(run_name="train") as run:
-        mlflow.set_tags({"stage": "train", "model_name": MODEL_NAME})
+        # PID and host: a later process marks this run FAILED if it was killed (registry.recover).
+        mlflow.set_tags({"stage": "train", "model_name": MODEL_NAME, **registry.owner_tags()})
         if tune_run_id:
             mlflow.set_tag("tuned_from_run", tune_run_id)
         mlflow.log_params(

@@ -1,0 +1,136 @@
+"""MLflow glue on a real sqlite store in tmp: a killed `train` is recovered from, and logging
+the model is quiet. Killed states are made directly through MlflowClient."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+
+from ml import registry  # noqa: E402
+from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings  # noqa: E402
+
+
+@pytest.fixture
+def store(stockcast_home, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = load_settings()
+    experiment_id = registry.configure(settings)
+    return settings, experiment_id
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def _running_run(experiment_id: str, tags: dict[str, str], start_time: int | None = None) -> str:
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name="train")
+    return run.info.run_id
+
+
+def test_killed_runs_are_marked_failed_live_ones_kept(store) -> None:
+    _settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    host = registry.owner_tags()[registry.HOST_TAG]
+    dead = _running_run(
+        experiment_id, {registry.PID_TAG: str(_dead_pid()), registry.HOST_TAG: host}
+    )
+    live = _running_run(
+        experiment_id, {registry.PID_TAG: str(os.getppid()), registry.HOST_TAG: host}
+    )
+    elsewhere = _running_run(experiment_id, {registry.PID_TAG: "1", registry.HOST_TAG: "other"})
+    untagged_recent = _running_run(experiment_id, {})
+    day_ms = 24 * 3_600_000
+    untagged_old = _running_run(experiment_id, {}, start_time=client.get_run(dead).info.start_time
+                                - day_ms - 60_000)  # fmt: skip
+
+    messages = registry.recover(experiment_id)
+
+    status = {run_id: client.get_run(run_id).info.status for run_id in
+              (dead, live, elsewhere, untagged_recent, untagged_old)}  # fmt: skip
+    assert status == {
+        dead: "FAILED",
+        live: "RUNNING",
+        elsewhere: "RUNNING",
+        untagged_recent: "RUNNING",
+        untagged_old: "FAILED",
+    }
+    assert len(messages) == 2 and "is gone" in messages[0]
+    assert "process" in client.get_run(dead).data.tags["stockcast.recovered"]
+    assert registry.recover(experiment_id) == []  # converged
+
+
+def test_version_left_without_alias_becomes_bootstrap_champion(store) -> None:
+    _settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)  # a registered model with no versions
+    assert registry.recover(experiment_id) == []
+    assert registry.champion_version() is None
+
+    run_id = _running_run(experiment_id, {})
+    for _ in range(2):  # killed twice between registering and setting the alias
+        client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)
+    messages = registry.recover(experiment_id)
+    assert str(registry.champion_version()) == "2"
+    assert messages and "bootstrap" in messages[0]
+    tags = client.get_model_version(MODEL_NAME, "2").tags
+    assert tags["stockcast.recovered"].startswith("bootstrap")
+
+    client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)  # a challenger
+    assert registry.recover(experiment_id) == []
+    assert str(registry.champion_version()) == "2"
+
+
+def test_configure_recovers_on_first_lookup(store, caplog) -> None:
+    settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    run_id = _running_run(experiment_id, {})
+    client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)
+    with caplog.at_level(logging.WARNING, logger="ml.registry"):
+        registry.configure(settings)
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version) == "1"
+    assert "promoted" in caplog.text
+
+
+def test_predict_type_hints_satisfy_mlflow() -> None:
+    from mlflow.pyfunc.utils.data_validation import _get_func_info_if_type_hint_supported
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # np.ndarray: accepted, no schema inferred from it (the logged signature is used).
+        assert _get_func_info_if_type_hint_supported(registry.LstmForecaster.predict) is None
+
+
+@pytest.mark.slow
+def test_logged_model_loads_and_logging_is_quiet(store, caplog) -> None:
+    from ml.model import ModelParams, fit_forecaster
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5, 3)).astype(np.float32)
+    y = rng.normal(size=(64, 10)).astype(np.float32)
+    params = ModelParams(window=5, units=4, epochs=1, batch_size=32)
+    forecaster = fit_forecaster(x[:48], y[:48], x[48:], y[48:], params)
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        caplog.at_level(logging.WARNING),
+        mlflow.start_run(),
+    ):
+        warnings.simplefilter("always")
+        version = registry.log_forecaster(forecaster, {"window": 5}, x[:8])
+    texts = [str(w.message) for w in caught] + [caplog.text]
+    assert not any("Add type hints" in t for t in texts)
+    assert "Passing a Python object" not in caplog.text
+    registry.set_alias(version, CHAMPION_ALIAS)
+    loaded = registry.load_champion()
+    np.testing.assert_allclose(loaded.model.predict(x[:8]), forecaster.predict(x[:8]), rtol=1e-5)
