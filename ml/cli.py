@@ -53,7 +53,7 @@ LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 def _quiet_libraries() -> None:
     """Keep the terminal for Stockcast's own progress: libraries log at warning level and up."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # 2 still lets TF's C++ ERROR lines through
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow would reset its logger to INFO on import; keep ours.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
@@ -247,12 +247,13 @@ def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
 
 @main.command(help="Build the dbt models and run every data and unit test (dbt build).")
 @click.option("--select", help="dbt selection, e.g. fct_daily_indicators+")
-def transform(select: str | None) -> None:
+@click.option("--verbose", "-v", is_flag=True, help="Print every dbt log line.")
+def transform(select: str | None, verbose: bool) -> None:
     from ml.transform import transform as run_transform
 
     ctx = _context()
     _require_prices(ctx)
-    run_transform(ctx, select=select, echo=_echo)
+    run_transform(ctx, select=select, echo=_echo, verbose=verbose)
 
 
 def _train_options(func=None, *, tickers: bool = True):
@@ -526,9 +527,17 @@ def refresh(retrain, force, **options) -> None:
     help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
 )
 def demo() -> None:
+    from ml.config import data_dir
     from ml.pipeline import write_demo_prices
 
-    path = write_demo_prices()
+    # The demo keeps to a home of its own (DuckDB warehouse and MLflow store under
+    # <STOCKCAST_HOME>/demo), so its GOOG rows and GOOG-only model never mix with the user's.
+    home = data_dir() / "demo"
+    os.environ["STOCKCAST_HOME"] = str(home)
+    os.environ["STOCKCAST_TARGET"] = "dev"
+    for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_MLFLOW_ARTIFACTS"):
+        os.environ.pop(name, None)
+    path = write_demo_prices(home / "input")
     click.echo(f"demo data: {path} (GOOG daily bars 2004-2013 from the backtesting package)")
     _run([path], None, retrain=False)
 
