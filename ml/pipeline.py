@@ -76,7 +76,16 @@ def refresh(
 
     ctx.tracking()
     champion = registry.champion_version()
-    if retrain or champion is None:
+    unseen = [] if champion is None else tickers_the_champion_never_saw(ctx)
+    if unseen:
+        shown = ", ".join(unseen[:10]) + (
+            f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+        )
+        say(
+            f"retraining: champion v{champion} was not trained on {len(unseen)} of the loaded "
+            f"tickers ({shown}); the promotion gate decides whether the new model replaces it"
+        )
+    if retrain or champion is None or unseen:
         from ml.train import train
 
         with _stage(report, "train", say):
@@ -88,6 +97,11 @@ def refresh(
                 f"(run {result.run_id}); held-out relative MAE vs naive, mean over horizons: "
                 f"{result.metrics['rel_mae'].mean():.3f}"
             )
+            if unseen and result.gate.alias != "champion":
+                say(
+                    f"champion v{champion} stays and forecasts {len(unseen)} tickers it was not "
+                    "trained on; `stockcast train --force` promotes the new model instead"
+                )
     else:
         say(f"== train skipped: champion v{champion} is registered")
 
@@ -109,6 +123,26 @@ def refresh(
     with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
         transform(ctx, select=FORECAST_MARTS, echo=say)
     return report
+
+
+def tickers_the_champion_never_saw(ctx: RunContext) -> list[str]:
+    """Tickers in the indicator mart that the champion's training data did not hold.
+
+    The rule `refresh` (and so `run`) follows: such tickers trigger a retrain, and the promotion
+    gate decides whether the new model becomes champion; if it does not, the old champion
+    forecasts them anyway and the run says so. Champions from before the training tickers were
+    recorded (no `tickers` in their meta) are taken to cover every ticker.
+    """
+    from ml import registry
+    from ml.contracts import INDICATOR_MART
+
+    current = registry.champion_settings()
+    trained = (current[1] if current else {}).get("tickers")
+    if trained is None:
+        return []
+    wh = ctx.warehouse
+    loaded = wh.query_df(f"select distinct ticker from {wh.table(INDICATOR_MART)}")["ticker"]
+    return sorted(set(loaded) - set(trained))
 
 
 @contextlib.contextmanager

@@ -240,6 +240,7 @@ def train(
             "params": params.as_dict(),
             "interval_quantiles": interval_quantiles,
             "interval_calibration_samples": len(split.validation),
+            "tickers": sorted(frame["ticker"].unique()),
             **split.bounds,
         }
         mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")

@@ -171,3 +171,29 @@ def test_second_run_with_same_input_skips_training_and_changes_nothing(pipeline_
     )
     assert counts["n"].iloc[0] == counts["k"].iloc[0] == len(TICKERS) * 10
     assert max(pd.to_datetime(prices_after["trade_date"])).date() < dt.date.today()
+
+
+def test_a_run_with_tickers_the_champion_never_saw_retrains_and_says_so(pipeline_run, tmp_path):
+    """The documented rule: new tickers trigger a retrain; the gate decides the champion."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.pipeline import run_pipeline
+
+    mlflow.set_tracking_uri(pipeline_run["settings"].mlflow_tracking_uri)
+    champion = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    meta = mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/model_meta.json")
+    assert meta["tickers"] == sorted(TICKERS)
+
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(YAHOO / "ALB.csv.gz", new / "ALB.csv.gz")
+    messages: list[str] = []
+    report = run_pipeline(pipeline_run["ctx"], [new], train_config=TINY, say=messages.append)
+    assert report.trained_version is not None
+    assert any(
+        m.startswith(f"retraining: champion v{champion.version} was not trained on 1 of the")
+        and "(ALB)" in m
+        for m in messages
+    )
+    assert report.forecasts_written == (len(TICKERS) + 1) * 10
