@@ -22,7 +22,7 @@ uv: ## Install uv (the installer) if it is missing
 
 .PHONY: install
 install: uv ## Install the locked environment with every extra (TensorFlow included)
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --quiet
 
 .PHONY: demo
 demo: install ## Main job end to end on DuckDB + local MLflow (DATA=path runs it on your files)
