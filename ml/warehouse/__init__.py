@@ -14,10 +14,21 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ml.config import ConfigError, Settings
-from ml.contracts import PREDICTED_PRICES, SCHEMAS, Table
+from ml.contracts import (
+    DAILY_PRICES,
+    PREDICTED_PRICES,
+    PRICE_COLUMNS,
+    REJECTED_ROWS,
+    SCHEMAS,
+    Table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# A stored bar `p` differs from a staged one `s` (portable SQL: DuckDB and BigQuery).
+PRICE_CHANGED = " or ".join(f"p.{c} is distinct from s.{c}" for c in PRICE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -80,13 +91,23 @@ class Warehouse(abc.ABC):
         ``schemas`` limits it to the schemas a step writes: in production each step's account
         may see only its own datasets (the upload function: ``raw``)."""
 
-    @abc.abstractmethod
     def load_price_file(
         self, prices: pd.DataFrame, rejected: pd.DataFrame, file_record: dict
     ) -> UpsertCounts:
         """Atomically upsert one file's accepted rows, replace its refused-row records and its
         ledger row. Rows equal to the stored ones are left untouched (``ingested_at``
         included), so loading the same file twice changes nothing."""
+        self.ensure_schema((DAILY_PRICES.schema,))
+        return self._load_price_file(
+            conform(prices, DAILY_PRICES), conform(rejected, REJECTED_ROWS), file_record
+        )
+
+    @abc.abstractmethod
+    def _load_price_file(
+        self, prices: pd.DataFrame, rejected: pd.DataFrame, file_record: dict
+    ) -> UpsertCounts:
+        """:meth:`load_price_file` on rows already conformed to their contracts. Engine SQL
+        compares stored rows ``p`` with staged rows ``s`` by :data:`PRICE_CHANGED`."""
 
     def replace_predictions(self, predictions: pd.DataFrame) -> int:
         """Replace the forecasts for each (ticker, as_of_date) in ``predictions`` atomically."""

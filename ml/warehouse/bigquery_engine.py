@@ -32,10 +32,10 @@ from ml.contracts import (
     Table,
 )
 from ml.warehouse import (
+    PRICE_CHANGED,
     UpsertCounts,
     Warehouse,
     WarehouseError,
-    conform,
     ledger_record,
     upsert_counts,
 )
@@ -259,13 +259,9 @@ class BigQueryWarehouse(Warehouse):
         finally:
             self.client.delete_table(table_id, not_found_ok=True, retry=RETRY)
 
-    def load_price_file(self, prices, rejected, file_record) -> UpsertCounts:
-        self.ensure_schema((DAILY_PRICES.schema,))
-        staged_prices = conform(prices, DAILY_PRICES)
-        rejected = conform(rejected, REJECTED_ROWS)
+    def _load_price_file(self, staged_prices, rejected, file_record) -> UpsertCounts:
         source_file = file_record["source_file"]
         target = self.table(DAILY_PRICES.full_name)
-        distinct = " or ".join(f"p.{c} is distinct from s.{c}" for c in PRICE_COLUMNS)
         # The file's tickers and date range on the target side let BigQuery prune partitions
         # and clusters instead of scanning the whole price history for every file.
         tickers = ", ".join(_literal(t, "string") for t in sorted(staged_prices["ticker"].unique()))
@@ -287,7 +283,7 @@ class BigQueryWarehouse(Warehouse):
                     select
                         p.source_file,
                         countif(p.ticker is null),
-                        countif(p.ticker is not null and ({distinct}))
+                        countif(p.ticker is not null and ({PRICE_CHANGED}))
                     from {prices_stage} s
                     left join {target} p on {on}
                     group by p.source_file
@@ -314,7 +310,7 @@ class BigQueryWarehouse(Warehouse):
                 merge {target} p
                 using {prices_stage} s
                 on {on}
-                when matched and ({distinct}) then update set {updates}
+                when matched and ({PRICE_CHANGED}) then update set {updates}
                 when not matched then insert ({price_columns}) values ({price_columns});
                 delete from {self.table(REJECTED_ROWS.full_name)} where source_file = {source};
                 insert into {self.table(REJECTED_ROWS.full_name)} ({rejected_columns})

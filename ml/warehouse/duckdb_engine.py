@@ -23,6 +23,7 @@ from ml.contracts import (
     Table,
 )
 from ml.warehouse import (
+    PRICE_CHANGED,
     UpsertCounts,
     Warehouse,
     WarehouseBusyError,
@@ -174,13 +175,9 @@ class DuckDBWarehouse(Warehouse):
                             f"add column {column.name} {TYPES[column.type]}"
                         )
 
-    def load_price_file(self, prices, rejected, file_record) -> UpsertCounts:
-        self.ensure_schema((DAILY_PRICES.schema,))
-        staged = conform(prices, DAILY_PRICES)
-        rejected = conform(rejected, REJECTED_ROWS)
+    def _load_price_file(self, staged, rejected, file_record) -> UpsertCounts:
         source_file = file_record["source_file"]
         target = self.table(DAILY_PRICES.full_name)
-        distinct = " or ".join(f"p.{c} is distinct from s.{c}" for c in PRICE_COLUMNS)
         with self.transaction() as con:
             con.register("staged_prices", staged)
             # One pass: per file that last loaded the matched rows, how many rows are new and
@@ -190,7 +187,7 @@ class DuckDBWarehouse(Warehouse):
                 select
                     p.source_file,
                     count(*) filter (where p.ticker is null),
-                    count(*) filter (where p.ticker is not null and ({distinct}))
+                    count(*) filter (where p.ticker is not null and ({PRICE_CHANGED}))
                 from staged_prices s
                 left join {target} p using (ticker, trade_date)
                 group by p.source_file
@@ -204,7 +201,7 @@ class DuckDBWarehouse(Warehouse):
                     source_file = s.source_file,
                     ingested_at = s.ingested_at
                 from staged_prices s
-                where p.ticker = s.ticker and p.trade_date = s.trade_date and ({distinct})
+                where p.ticker = s.ticker and p.trade_date = s.trade_date and ({PRICE_CHANGED})
                 """
             )
             con.execute(
