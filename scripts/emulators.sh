@@ -20,7 +20,7 @@
 # A port already taken by another program is replaced by a free one.
 #
 # Clients of load jobs must send application/octet-stream (bqemulator rejects the multipart
-# type google-cloud-bigquery sends); see tests/emulators.py (patch_bigquery_client_for_emulator).
+# type google-cloud-bigquery sends); ml/warehouse/bigquery_engine.py does this for its client.
 set -euo pipefail
 
 DIR="${STOCKCAST_EMULATORS_DIR:-$HOME/.cache/stockcast/emulators}"

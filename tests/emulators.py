@@ -61,27 +61,6 @@ def emulator_env() -> Iterator[dict[str, str]]:
         run_script("down")
 
 
-def patch_bigquery_client_for_emulator() -> None:
-    """bqemulator 1.4.0 rejects the multipart content type google-cloud-bigquery sends for
-    load jobs (load_table_from_dataframe / _file); the generic binary type works."""
-    import google.cloud.bigquery.client as bigquery_client
-
-    bigquery_client._GENERIC_CONTENT_TYPE = "application/octet-stream"
-
-
-def bigquery_client(env: dict[str, str]):
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    patch_bigquery_client_for_emulator()
-    return bigquery.Client(
-        project=env["STOCKCAST_BQ_PROJECT"],
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=env["STOCKCAST_BQ_API_ENDPOINT"]),
-    )
-
-
 def new_dataset_prefix() -> str:
     """A profile ``dataset`` of its own, so test sessions sharing one emulator never collide."""
     return f"stockcast_t{uuid.uuid4().hex[:8]}"

@@ -100,3 +100,24 @@ def isolated_home(home: Path, env: dict[str, str] | None = None):
         for name, value in (env or {}).items():
             patch.setenv(name, value)
         yield home
+
+
+@contextlib.contextmanager
+def duckdb_lock_held(path: Path):
+    """Another process holding the DuckDB file ``path`` open for writing while the block runs;
+    yields that process (its pid is what lock errors should name)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
+         "time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

@@ -20,7 +20,6 @@ import pytest
 from emulators import (
     DBT_PROJECT_DIR,
     REPO,
-    bigquery_client,
     dbt_env,
     ml_frames,
     new_dataset_prefix,
@@ -66,7 +65,7 @@ def prices() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def client(emulator_env):
-    return bigquery_client(emulator_env)
+    return warehouse_for(emulator_env).client  # the product's own emulator client
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +276,7 @@ def test_gap_column_descriptions_via_ddl_ignored(client, gap_dataset) -> None:
 
 def test_gap_load_jobs_need_generic_content_type(emulator_env) -> None:
     # google-cloud-bigquery sends load jobs as multipart/related; bqemulator only reads them as
-    # application/octet-stream (tests/emulators.py patches the client). Checked in a fresh
+    # application/octet-stream (the BigQuery engine sets it on its client). Checked in a fresh
     # interpreter, without the patch.
     code = f"""
 import pandas as pd

@@ -3,6 +3,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from helpers import duckdb_lock_held
 
 from ml.cli import main
 
@@ -239,18 +240,8 @@ def test_a_warehouse_held_by_another_process_is_exit_4(tmp_path):
     path = home / "warehouse" / "stockcast.duckdb"
     prices = tmp_path / "ACME.csv"
     prices.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n2021-03-01,10,11,9,10,10,1\n")
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
-         "time.sleep(60)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with duckdb_lock_held(path):
         done = _run_cli(["ingest", str(prices)], home, STOCKCAST_LOCK_WAIT_SECONDS="1")
-    finally:
-        holder.kill()
-        holder.wait()
     assert done.returncode == 4, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "retry" in errors[0], done.stderr

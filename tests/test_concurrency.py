@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import YAHOO
+from helpers import YAHOO, duckdb_lock_held
 
 pytestmark = pytest.mark.slow
 
@@ -72,14 +72,7 @@ def test_a_held_lock_ends_in_a_one_line_busy_error_naming_the_holder(tmp_path):
     from ml.warehouse import WarehouseBusyError, open_warehouse
 
     path = tmp_path / "w.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"import duckdb, time; c = duckdb.connect({str(path)!r}); print('held', flush=True); "
-         "time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with duckdb_lock_held(path) as holder:
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("STOCKCAST_DUCKDB_PATH", str(path))
             patch.setenv("STOCKCAST_LOCK_WAIT_SECONDS", "1")
@@ -87,6 +80,3 @@ def test_a_held_lock_ends_in_a_one_line_busy_error_naming_the_holder(tmp_path):
             warehouse = open_warehouse(load_settings())
         with pytest.raises(WarehouseBusyError, match=rf"PID {holder.pid}\).*retry"):
             warehouse.ensure_schema()
-    finally:
-        holder.kill()
-        holder.wait()
