@@ -223,12 +223,18 @@ def main(debug: bool) -> None:
 
 PATHS = click.Path(exists=True, path_type=Path)
 POSITIVE = click.IntRange(min=1)
+REPLACE_HELP = (
+    "A file whose closes disagree with the stored history of a ticker (another vendor, other "
+    "split adjustment) is refused with the evidence; with --replace it replaces the rows of "
+    "the files it disagrees with, for those tickers."
+)
 
 
 @main.command(help="Load daily price CSVs (.csv/.csv.gz, files or folders) into raw.daily_prices.")
 @click.argument("paths", nargs=-1, required=True, type=PATHS)
 @click.option("--ticker", help="Ticker for files that carry none (default: from the file name).")
-def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
+@click.option("--replace", is_flag=True, help=REPLACE_HELP)
+def ingest(paths: tuple[Path, ...], ticker: str | None, replace: bool) -> None:
     from ml.ingest import ingest_paths
 
     ctx = _context()
@@ -238,7 +244,7 @@ def ingest(paths: tuple[Path, ...], ticker: str | None) -> None:
             bar.length = total
             bar.update(done - bar.pos)
 
-        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress)
+        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress, replace=replace)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:
@@ -446,6 +452,7 @@ def _run(
     retrain: bool,
     config=None,
     force: bool = False,
+    replace: bool = False,
 ) -> None:
     """The main job on ``paths``; without paths, only what follows loading (`refresh`)."""
     from ml.pipeline import refresh, run_pipeline
@@ -456,7 +463,14 @@ def _run(
         report = refresh(ctx, retrain=retrain, train_config=config, say=_echo, force=force)
     else:
         report = run_pipeline(
-            ctx, paths, ticker=ticker, retrain=retrain, train_config=config, say=_echo, force=force
+            ctx,
+            paths,
+            ticker=ticker,
+            retrain=retrain,
+            train_config=config,
+            say=_echo,
+            force=force,
+            replace=replace,
         )
     click.echo(
         "stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.stage_seconds.items())
@@ -505,11 +519,12 @@ def _show_forecasts(ctx) -> None:
 @main.command(help="The main job: ingest -> transform -> train (if no champion) -> score -> marts.")
 @click.argument("paths", nargs=-1, required=True, type=PATHS)
 @click.option("--ticker", help="Ticker for files that carry none.")
+@click.option("--replace", is_flag=True, help=REPLACE_HELP)
 @click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
 @_train_options(tickers=False)
 @click.option("--force", is_flag=True, help=FORCE_HELP)
-def run(paths, ticker, retrain, force, **options) -> None:
-    _run(list(paths), ticker, retrain, _train_config(**options), force=force)
+def run(paths, ticker, replace, retrain, force, **options) -> None:
+    _run(list(paths), ticker, retrain, _train_config(**options), force=force, replace=replace)
 
 
 @main.command(
@@ -547,7 +562,8 @@ def demo() -> None:
 @click.option("--start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First date.")
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), help="Last date (default: today).")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder for the downloaded CSVs.")
-def fetch(tickers, start, end, out) -> None:
+@click.option("--replace", is_flag=True, help=REPLACE_HELP)
+def fetch(tickers, start, end, out, replace) -> None:
     from ml.config import data_dir
     from ml.fetch import fetch_prices
     from ml.ingest import ingest_paths
@@ -557,7 +573,7 @@ def fetch(tickers, start, end, out) -> None:
         raise click.BadParameter(f"{end} is before --start {start.date()}.", param_hint="'--end'")
     out = out or data_dir() / "downloads"
     files = fetch_prices([t.upper() for t in tickers], start=start.date(), end=end, out_dir=out)
-    report = ingest_paths(_context(), files)
+    report = ingest_paths(_context(), files, replace=replace)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:

@@ -155,6 +155,11 @@ class FileResult:
     refused: int = 0
     duplicates_dropped: int = 0
     replaced_from: dict[str, int] = field(default_factory=dict)
+    # --replace: per ticker, the stored rows of the files this one disagreed with, removed.
+    history_replaced: dict[str, int] = field(default_factory=dict)
+    # Evidence and reports shown under the summary line: how the file disagrees with the stored
+    # history (when refused for it), gaps and jumps where it meets the stored history.
+    details: list[str] = field(default_factory=list)
     # The first few refused rows as (line number, column name or None, reason), by line.
     refusal_examples: list[tuple[int, str | None, str]] = field(default_factory=list)
     error: str | None = None
@@ -185,10 +190,23 @@ class FileResult:
             line += f", {self.duplicates_dropped} exact duplicates dropped"
         if self.replaced_from:
             others = ", ".join(f"{n} from {Path(f).name}" for f, n in self.replaced_from.items())
-            line += f"; updated rows another file had loaded ({others}): check they agree"
+            line += f"; took this file's values for rows another file had loaded ({others})"
+        if self.history_replaced:
+            replaced = ", ".join(f"{t} ({n} rows)" for t, n in self.history_replaced.items())
+            line += f"; --replace: this file's history replaced the stored one of {replaced}"
         if self.refused:
             line += f"; refused: {self.refusal_text()}"
         return line
+
+    def summary_lines(self) -> list[str]:
+        """The summary line, then the evidence and reports, indented, at most a few."""
+        shown = self.details[:DETAILS_SHOWN]
+        more = len(self.details) - len(shown)
+        return [
+            self.summary_line(),
+            *(f"  {d}" for d in shown),
+            *([f"  ... and {more} more"] if more else []),
+        ]
 
     def refusal_text(self) -> str:
         """The first refusal reasons with their line numbers, on one short line."""
@@ -196,6 +214,7 @@ class FileResult:
 
 
 REFUSAL_EXAMPLES = 3  # refusal reasons shown in a summary line
+DETAILS_SHOWN = 5  # evidence lines shown under a file's summary line
 REFUSAL_REASON_CHARS = 70  # one reason, at most
 REFUSAL_TEXT_CHARS = 200  # all the reasons shown, at most
 _WHITESPACE = re.compile(r"\s+")
@@ -238,7 +257,7 @@ class IngestReport:
         return sum(getattr(f, attribute) for f in self.files)
 
     def summary_lines(self) -> list[str]:
-        return [f.summary_line() for f in self.files]
+        return [line for f in self.files for line in f.summary_lines()]
 
 
 # -- public entry point ---------------------------------------------------------------------
@@ -247,12 +266,13 @@ def ingest_paths(
     paths: Iterable[str | Path],
     ticker: str | None = None,
     progress: ProgressCallback | None = None,
+    replace: bool = False,
 ) -> IngestReport:
     """Ingest files and folders (recursively: ``*.csv``, ``*.csv.gz``, sorted) into the warehouse.
 
     Each file is loaded atomically on its own; a file problem is recorded in the report (status
     ``failed``) and the remaining files still load. ``progress(done, total, path)`` is called
-    after each file.
+    after each file. ``replace``: see :func:`ingest_file`.
     """
     report = IngestReport()
     files = expand_paths(paths)
@@ -264,7 +284,7 @@ def ingest_paths(
 
         ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
     for done, (path, problem) in enumerate(files, start=1):
-        report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem))
+        report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace))
         if progress is not None:
             progress(done, total, path)
     return report
@@ -276,8 +296,15 @@ def ingest_file(
     ticker: str | None = None,
     source_name: str | None = None,
     problem: str | None = None,
+    replace: bool = False,
 ) -> FileResult:
-    """Load one file atomically; never raises: the outcome, failure included, is returned."""
+    """Load one file atomically; never raises: the outcome, failure included, is returned.
+
+    A file whose closes disagree with those another file loaded for the same ticker and dates
+    (:mod:`ml.history`) is refused with the evidence, unless ``replace``: then, per ticker it
+    disagrees on, the rows of the files it disagrees with are removed and this file's loaded,
+    in one transaction. Gaps and jumps where the file meets the stored history are reported.
+    """
     result = FileResult(file=path)
     try:
         if problem is not None:
@@ -288,7 +315,10 @@ def ingest_file(
         result.rows_read = parsed.rows_read
         result.refused = len(parsed.rejected)
         result.duplicates_dropped = parsed.duplicates_dropped
-        counts = ctx.warehouse.load_price_file(parsed.prices, parsed.rejected, parsed.file_record)
+        drop_history = _check_history(ctx, parsed, result, replace)
+        counts = ctx.warehouse.load_price_file(
+            parsed.prices, parsed.rejected, parsed.file_record, drop_history=drop_history
+        )
         result.inserted, result.updated, result.unchanged = (
             counts.inserted,
             counts.updated,
@@ -309,6 +339,54 @@ def ingest_file(
         result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
         result.retryable = True
     return result
+
+
+def _check_history(
+    ctx: RunContext, parsed: ParsedFile, result: FileResult, replace: bool
+) -> dict[str, list[str]]:
+    """Judge the file against the stored history of its tickers (see :mod:`ml.history`).
+
+    Raises :class:`IngestFileError` with the evidence when it disagrees and ``replace`` is not
+    set; otherwise returns the stored files to drop per ticker and records the reports.
+    """
+    import pandas as pd
+
+    from ml.contracts import DAILY_PRICES
+    from ml.history import CLOSE_TOLERANCE, check_history
+
+    if parsed.prices.empty:
+        return {}
+    ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
+    stored = ctx.warehouse.read_table(
+        DAILY_PRICES.full_name,
+        ["ticker", "trade_date", "close", "source_file"],
+        filter_in={"ticker": parsed.tickers},
+    )
+    source = parsed.file_record["source_file"]
+    check = check_history(parsed.prices, stored, source)
+    evidence = [c.describe() for c in check.conflicts]
+    drop = check.conflicting_files
+    if drop and not replace:
+        result.details = evidence
+        tickers = sorted(drop)
+        named = ", ".join(tickers[:5]) + (
+            f" and {len(tickers) - 5} more" if len(tickers) > 5 else ""
+        )
+        raise IngestFileError(
+            result.file,
+            f"its closes disagree with the stored history of {named} (loaded from other files) "
+            f"by more than {CLOSE_TOLERANCE:.0%}: refused, nothing loaded. If this file is right, load it with "
+            "--replace: it then replaces those tickers' rows from the files it disagrees with",
+        )
+    if drop:
+        pairs = [(t, f) for t, files in drop.items() for f in files]
+        dropped = stored[pd.MultiIndex.from_frame(stored[["ticker", "source_file"]]).isin(pairs)]
+        result.history_replaced = dropped.groupby("ticker").size().astype(int).to_dict()
+        # After the replacement, judge the junctions against what stays.
+        stored = stored.drop(dropped.index)
+        check = check_history(parsed.prices, stored, source)
+    result.details = [j.describe() for j in check.junctions]
+    return drop
 
 
 def _refusal_examples(rejected: pd.DataFrame) -> list[tuple[int, str | None, str]]:

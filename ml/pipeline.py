@@ -39,13 +39,14 @@ def run_pipeline(
     train_config=None,
     say=print,
     force: bool = False,
+    replace: bool = False,
 ) -> RunReport:
-    """Ingest ``paths``, then :func:`refresh`."""
+    """Ingest ``paths`` (``replace``: see :func:`ml.ingest.ingest_file`), then :func:`refresh`."""
     from ml.ingest import ingest_paths
 
     report = RunReport()
     with _stage(report, "ingest", say):
-        ingest = ingest_paths(ctx, paths, ticker=ticker)
+        ingest = ingest_paths(ctx, paths, ticker=ticker, replace=replace)
         for line in ingest.summary_lines():
             say(line)
     report.ingest_ok = ingest.ok

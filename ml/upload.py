@@ -9,6 +9,10 @@ least once: the same event twice changes nothing (the load is an idempotent upse
 already quarantined is gone). A failure that is not the file's fault raises, so the platform
 retries the event; the load is atomic, so a failure mid-load leaves the tables as before.
 
+A file whose closes disagree with the stored history of a ticker (another vendor, another split
+adjustment) is quarantined with the evidence; uploaded under ``<upload prefix>replace/`` it
+replaces those tickers' rows from the files it disagrees with (the CLI's ``--replace``).
+
 No TensorFlow, dbt or MLflow here (cold start, size): dbt build and scoring run as the separate
 ``stockcast refresh`` job, started on a schedule or, if ``STOCKCAST_REFRESH_JOB`` names a Cloud
 Run job (``projects/P/locations/R/jobs/J``), after each successful load.
@@ -71,17 +75,23 @@ def handle_object(
         blob.download_to_filename(str(local))
         if _already_loaded(ctx, uri, hashlib.sha256(local.read_bytes()).hexdigest()):
             return UploadOutcome("duplicate", object_name, f"{uri} is loaded with this content")
-        result = ingest_file(ctx, local, source_name=uri)
+        replace = object_name.startswith(f"{prefix}replace/")
+        result = ingest_file(ctx, local, source_name=uri, replace=replace)
     if result.ok:
-        detail = result.summary_line().replace(local.name, uri, 1)
+        detail = "\n".join(result.summary_lines()).replace(local.name, uri, 1)
         log.info(detail)
         return UploadOutcome("loaded", object_name, detail)
-    reason = (result.error or "refused").replace(str(local), uri)
+    reason = (
+        (result.error or "refused")
+        .replace(str(local), uri)
+        .replace("load it with --replace", f"upload it under {prefix}replace/")
+    )
     if result.retryable:
         raise TransientUploadError(reason)
     target = quarantine + object_name[len(prefix) :]
+    evidence = "".join(f"  {line}\n" for line in result.details)
     bucket.blob(f"{target}.reason.txt").upload_from_string(
-        f"{uri} was not loaded: {reason}\n", content_type="text/plain"
+        f"{uri} was not loaded: {reason}\n{evidence}", content_type="text/plain"
     )
     bucket.copy_blob(blob, bucket, target)
     bucket.delete_blob(object_name)

@@ -559,22 +559,26 @@ def test_import_is_light():
     assert out.stdout.split() == ["False", "False"]
 
 
-def test_rows_replaced_from_another_file_are_reported(tmp_path, ctx, warehouse):
+def test_rows_another_file_loaded_take_the_new_values_within_tolerance(tmp_path, ctx, warehouse):
     header = "Date,Open,High,Low,Close,Adj Close,Volume\n"
     first = tmp_path / "vendor_a" / "ACME.csv"
     second = tmp_path / "vendor_b" / "ACME.csv"
     first.parent.mkdir()
     second.parent.mkdir()
     first.write_text(header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10,10,100\n")
-    # Same dates, one disagreeing close (as a split-unadjusted vendor would give).
+    # Same dates, one close rounded differently (0.4%: within the vendors' tolerance).
     second.write_text(
-        header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10.8,10.8,100\n"
+        header + "2021-03-01,10,11,9,10.5,10.5,100\n2021-03-02,10,11,9,10.04,10.04,100\n"
     )
     ingest_paths(ctx, [first])
     result = ingest_paths(ctx, [second]).files[0]
+    assert result.ok, result.error
     assert (result.updated, result.unchanged) == (1, 1)
     assert result.replaced_from == {str(first.resolve()): 1}
-    assert "1 from ACME.csv" in result.summary_line()
+    assert "took this file's values for rows another file had loaded (1 from ACME.csv)" in (
+        result.summary_line()
+    )
+    assert prices(warehouse, "ACME")["close"].tolist() == [10.5, 10.04]
     again = ingest_paths(ctx, [second]).files[0]
     assert again.replaced_from == {} and again.updated == 0
 

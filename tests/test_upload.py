@@ -188,6 +188,51 @@ def test_a_failure_mid_load_leaves_the_tables_as_before_and_the_event_is_retried
     assert outcome.status == "loaded" and f" {older} inserted" in outcome.detail
 
 
+def _scaled_csv(ticker: str, factor: float) -> bytes:
+    frame = _slice(ticker)
+    for column in ("Open", "High", "Low", "Close", "Adj Close"):
+        values = pd.to_numeric(frame[column], errors="coerce") * factor
+        frame[column] = values.map(lambda v: "null" if pd.isna(v) else f"{v:.6f}")
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue().encode()
+
+
+def test_a_file_disagreeing_with_the_history_is_quarantined_with_evidence_or_replaces_it(cloud):
+    """Uploaded beside the stored history, an unadjusted (x2) KO file is quarantined with the
+    evidence; under uploads/replace/ it replaces KO's history; the original file uploaded there
+    puts it back."""
+    ctx, bucket = cloud["ctx"], cloud["bucket"]
+    _upload_all(cloud)
+    before = _snapshot(ctx)
+    name = "uploads/other-vendor/KO.csv"
+    bucket.blob(name).upload_from_string(_scaled_csv("KO", 2.0), content_type="text/csv")
+    assert _announce(cloud, name).status_code == 200
+    reason = bucket.blob("quarantine/other-vendor/KO.csv.reason.txt").download_as_text()
+    assert "disagree with the stored history of KO" in reason
+    assert "upload it under uploads/replace/" in reason and "--replace" not in reason
+    assert "2:1 split" in reason.splitlines()[1]  # the evidence, line by line
+    _assert_same(before, _snapshot(ctx))
+
+    def ko_sources() -> set[str]:
+        rows = ctx.warehouse.read_table(
+            "raw.daily_prices", ["source_file"], filter_in={"ticker": ["KO"]}
+        )
+        return set(rows["source_file"])
+
+    replace = "uploads/replace/KO.csv"
+    for factor in (2.0, 1.0):  # replace, then put the original values back
+        bucket.blob(replace).upload_from_string(_scaled_csv("KO", factor), content_type="text/csv")
+        assert _announce(cloud, replace).status_code == 200
+        assert bucket.get_blob("quarantine/replace/KO.csv") is None
+        assert ko_sources() == {f"gs://{bucket.name}/{replace}"}
+    after = _snapshot(ctx)["raw.daily_prices"]
+    restored = after[after["ticker"] == "KO"].reset_index(drop=True)
+    original = before["raw.daily_prices"]
+    original = original[original["ticker"] == "KO"].reset_index(drop=True)
+    pd.testing.assert_series_equal(restored["close"], original["close"], rtol=1e-6)
+
+
 def test_after_the_refresh_job_the_uploads_end_as_forecasts(cloud):
     """The separate job (dbt build on BigQuery -> train -> score -> marts) on what the function
     loaded."""

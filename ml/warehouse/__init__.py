@@ -92,19 +92,34 @@ class Warehouse(abc.ABC):
         may see only its own datasets (the upload function: ``raw``)."""
 
     def load_price_file(
-        self, prices: pd.DataFrame, rejected: pd.DataFrame, file_record: dict
+        self,
+        prices: pd.DataFrame,
+        rejected: pd.DataFrame,
+        file_record: dict,
+        drop_history: dict[str, list[str]] | None = None,
     ) -> UpsertCounts:
         """Atomically upsert one file's accepted rows, replace its refused-row records and its
         ledger row. Rows equal to the stored ones are left untouched (``ingested_at``
-        included), so loading the same file twice changes nothing."""
+        included), so loading the same file twice changes nothing.
+
+        ``drop_history`` ({ticker: [source_file, ...]}): first, in the same transaction, delete
+        every row of each ticker that one of those files loaded (the file replaces them).
+        """
         self.ensure_schema((DAILY_PRICES.schema,))
         return self._load_price_file(
-            conform(prices, DAILY_PRICES), conform(rejected, REJECTED_ROWS), file_record
+            conform(prices, DAILY_PRICES),
+            conform(rejected, REJECTED_ROWS),
+            file_record,
+            {t: sorted(set(f)) for t, f in (drop_history or {}).items() if f},
         )
 
     @abc.abstractmethod
     def _load_price_file(
-        self, prices: pd.DataFrame, rejected: pd.DataFrame, file_record: dict
+        self,
+        prices: pd.DataFrame,
+        rejected: pd.DataFrame,
+        file_record: dict,
+        drop_history: dict[str, list[str]],
     ) -> UpsertCounts:
         """:meth:`load_price_file` on rows already conformed to their contracts. Engine SQL
         compares stored rows ``p`` with staged rows ``s`` by :data:`PRICE_CHANGED`."""

@@ -259,7 +259,7 @@ class BigQueryWarehouse(Warehouse):
         finally:
             self.client.delete_table(table_id, not_found_ok=True, retry=RETRY)
 
-    def _load_price_file(self, staged_prices, rejected, file_record) -> UpsertCounts:
+    def _load_price_file(self, staged_prices, rejected, file_record, drop_history) -> UpsertCounts:
         source_file = file_record["source_file"]
         target = self.table(DAILY_PRICES.full_name)
         # The file's tickers and date range on the target side let BigQuery prune partitions
@@ -272,6 +272,14 @@ class BigQueryWarehouse(Warehouse):
             if len(staged_prices)
             else ""
         )
+        # Rows the file replaces: deleted first in the transaction, so not "matched" before.
+        dropped = " or ".join(
+            f"(ticker = {_literal(ticker, 'string')} and source_file in "
+            f"({', '.join(_literal(f, 'string') for f in files)}))"
+            for ticker, files in drop_history.items()
+        )
+        kept = f"(select * from {target} where not ({dropped}))" if dropped else target
+        drop_statement = f"delete from {target} where {dropped};" if dropped else ""
         with (
             self._staged(DAILY_PRICES, staged_prices) as prices_stage,
             self._staged(REJECTED_ROWS, rejected) as rejected_stage,
@@ -285,7 +293,7 @@ class BigQueryWarehouse(Warehouse):
                         countif(p.ticker is null),
                         countif(p.ticker is not null and ({PRICE_CHANGED}))
                     from {prices_stage} s
-                    left join {target} p on {on}
+                    left join {kept} p on {on}
                     group by p.source_file
                     """
                 )
@@ -307,6 +315,7 @@ class BigQueryWarehouse(Warehouse):
             self._run(
                 f"""
                 begin transaction;
+                {drop_statement}
                 merge {target} p
                 using {prices_stage} s
                 on {on}

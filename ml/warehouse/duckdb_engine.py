@@ -175,10 +175,16 @@ class DuckDBWarehouse(Warehouse):
                             f"add column {column.name} {TYPES[column.type]}"
                         )
 
-    def _load_price_file(self, staged, rejected, file_record) -> UpsertCounts:
+    def _load_price_file(self, staged, rejected, file_record, drop_history) -> UpsertCounts:
         source_file = file_record["source_file"]
         target = self.table(DAILY_PRICES.full_name)
         with self.transaction() as con:
+            for ticker, files in drop_history.items():
+                con.execute(
+                    f"delete from {target} where ticker = ? "
+                    f"and source_file in ({', '.join('?' for _ in files)})",
+                    [ticker, *files],
+                )
             con.register("staged_prices", staged)
             # One pass: per file that last loaded the matched rows, how many rows are new and
             # how many change.
