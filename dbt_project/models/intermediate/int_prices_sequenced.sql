@@ -21,6 +21,7 @@ final as (
         close,
         adj_close,
         volume,
+        source_file,
         row_number() over (
             partition by ticker
             order by trade_date
