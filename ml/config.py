@@ -9,6 +9,7 @@ engines in :mod:`ml.warehouse` only. MLflow comes from ``MLFLOW_TRACKING_URI``.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,23 +33,43 @@ def profiles_dir() -> Path:
 
 
 def data_dir() -> Path:
-    """Local folder for the embedded warehouse and the MLflow store (``STOCKCAST_HOME``)."""
-    return Path(os.environ.get("STOCKCAST_HOME", Path.cwd() / "data")).resolve()
+    """Local folder for the embedded warehouse and the MLflow store: ``STOCKCAST_HOME`` (a
+    relative one from the current folder), else the repository's ``data/`` folder, wherever
+    the command runs. profiles.yml's default for dbt (``../data`` from dbt_project/, where dbt
+    runs) is the same folder, so dbt run by hand reaches the same warehouse."""
+    home = os.environ.get("STOCKCAST_HOME")
+    return Path(home).resolve() if home else PROJECT_ROOT / "data"
 
 
-def _render(value: object, defaults: dict[str, str], used: dict[str, str]) -> object:
-    """Render profiles.yml values the way dbt does (``env_var``), with local defaults.
+# A DuckDB ``path`` that is not a file: in memory, or a URL-like location (md:, s3://, ...).
+_NOT_A_FILE = re.compile(r"^(:memory:|[A-Za-z][\w+.-]+:)")
 
-    Local defaults that were used are recorded in ``used`` (to hand on to dbt).
+
+def _absolute_values() -> dict[str, str]:
+    """The profile's path settings made absolute the way Python reads them (from the current
+    folder). dbt runs in dbt_project/ and would read a relative one from there; it is handed
+    these instead."""
+    values = {"STOCKCAST_HOME": str(data_dir())}
+    path = os.environ.get("STOCKCAST_DUCKDB_PATH")
+    if path and not _NOT_A_FILE.match(path):
+        values["STOCKCAST_DUCKDB_PATH"] = str(Path(path).expanduser().resolve())
+    return values
+
+
+def _render(value: object, values: dict[str, str], used: dict[str, str]) -> object:
+    """Render profiles.yml values the way dbt does (``env_var``).
+
+    ``values`` take precedence over the environment; those used are recorded in ``used`` (to
+    hand on to dbt).
     """
     if isinstance(value, str) and "{{" in value:
 
         def env_var(name: str, default: str | None = None) -> str:
+            if name in values:
+                used[name] = values[name]
+                return values[name]
             if name in os.environ:
                 return os.environ[name]
-            if name in defaults:
-                used[name] = defaults[name]
-                return defaults[name]
             if default is None:
                 raise ConfigError(f"environment variable {name} is required by profiles.yml")
             return default
@@ -57,7 +78,7 @@ def _render(value: object, defaults: dict[str, str], used: dict[str, str]) -> ob
         env.globals["env_var"] = env_var
         return env.from_string(value).render()
     if isinstance(value, dict):
-        return {k: _render(v, defaults, used) for k, v in value.items()}
+        return {k: _render(v, values, used) for k, v in value.items()}
     return value
 
 
@@ -100,17 +121,24 @@ def load_settings() -> Settings:
         raise ConfigError(
             f"cannot read profile {PROFILE_NAME!r} from {profile_path}: {exc}"
         ) from exc
-    # Relative defaults resolve against the data folder, not wherever dbt happens to run.
-    defaults = {"STOCKCAST_DUCKDB_PATH": str(data_dir() / "warehouse" / "stockcast.duckdb")}
+    values = _absolute_values()
     used: dict[str, str] = {}
-    target = str(_render(profile.get("target", "dev"), defaults, used))
+    target = str(_render(profile.get("target", "dev"), values, used))
     outputs = profile["outputs"]
     if target not in outputs:
         raise ConfigError(
             f"STOCKCAST_TARGET={target!r} is not a target in {profile_path} "
             f"(known: {', '.join(outputs)}); set STOCKCAST_TARGET to one of them"
         )
-    config = _render(outputs[target], defaults, used)
+    config = _render(outputs[target], values, used)
+    if config.get("type") == "duckdb" and config.get("path"):
+        path = str(config["path"])
+        if not _NOT_A_FILE.match(path):
+            # As dbt reads it: a relative path from the dbt project folder (dbt runs there).
+            path = str((DBT_PROJECT_DIR / Path(path).expanduser()).resolve())
+        config = {**config, "path": path}
+        # dbt children get the very file Python resolved.
+        used["STOCKCAST_DUCKDB_PATH"] = path
 
     mlflow_dir = data_dir() / "mlflow"
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
