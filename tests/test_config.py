@@ -36,3 +36,21 @@ def test_target_selects_the_bigquery_profile_and_unknown_targets_fail(monkeypatc
     monkeypatch.setenv("STOCKCAST_TARGET", "nope")
     with pytest.raises(ConfigError, match="not a target"):
         load_settings()
+
+
+def test_relative_paths_reach_dbt_absolute(tmp_path, monkeypatch):
+    """dbt runs in dbt_project/ and would read a relative path from there: its children get
+    the absolute paths Python resolved from the current folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STOCKCAST_TARGET", raising=False)
+    monkeypatch.delenv("STOCKCAST_DUCKDB_PATH", raising=False)
+    monkeypatch.setenv("STOCKCAST_HOME", "home")
+    settings = load_settings()
+    expected = str(tmp_path / "home" / "warehouse" / "stockcast.duckdb")
+    assert settings.target_config["path"] == expected
+    assert settings.dbt_env()["STOCKCAST_DUCKDB_PATH"] == expected
+    assert settings.dbt_env()["STOCKCAST_HOME"] == str(tmp_path / "home")
+    monkeypatch.setenv("STOCKCAST_DUCKDB_PATH", "w.duckdb")
+    settings = load_settings()
+    assert settings.target_config["path"] == str(tmp_path / "w.duckdb")
+    assert settings.dbt_env()["STOCKCAST_DUCKDB_PATH"] == str(tmp_path / "w.duckdb")
