@@ -256,8 +256,11 @@ def backtest(
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
     ctx.tracking()
+    from ml.registry import owner_tags
+
     with mlflow.start_run(run_name="backtest") as run:
-        mlflow.set_tag("stage", "backtest")
+        # PID and host: a later process marks the run FAILED if this one is killed.
+        mlflow.set_tags({"stage": "backtest", **owner_tags()})
         mlflow.log_params(
             {
                 **config.as_params(),

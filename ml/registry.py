@@ -76,8 +76,8 @@ def configure(settings: Settings, experiment_id: str | None = None) -> str:
 # --- recovery from a killed run -----------------------------------------------------------------
 
 PID_TAG, HOST_TAG = "stockcast.pid", "stockcast.host"
-# A RUNNING run that cannot be checked (another host, or no PID tag: runs from before the tag,
-# tune and backtest runs) is declared dead only after this long; a training takes minutes.
+# A RUNNING run that cannot be checked (another host, or no PID tag: runs from before the tag)
+# is declared dead only after this long; a training takes minutes.
 STALE_AFTER_HOURS = 24
 
 

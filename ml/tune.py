@@ -76,8 +76,16 @@ def tune(
     sampler = optuna.samplers.TPESampler(seed=base.params.seed)
     study = optuna.create_study(direction="minimize", sampler=sampler)
 
+    from ml.registry import owner_tags
+
     with mlflow.start_run(run_name="tune") as parent:
-        mlflow.set_tags({"stage": "tune", "objective": "walk-forward pooled rel MAE vs naive"})
+        mlflow.set_tags(
+            {
+                "stage": "tune",
+                "objective": "walk-forward pooled rel MAE vs naive",
+                **owner_tags(),  # a later process marks the run FAILED if this one is killed
+            }
+        )
         mlflow.log_params({"trials": trials, "n_folds": n_folds, "test_days": test_days})
 
         def objective(trial) -> float:
@@ -89,7 +97,7 @@ def tune(
                 train=replace(base, params=params),
             )
             with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-                mlflow.set_tag("stage", "tune-trial")
+                mlflow.set_tags({"stage": "tune-trial", **owner_tags()})
                 mlflow.log_params(params.as_dict())
                 score = objective_score(run_backtest(frame, config).metrics)
                 mlflow.log_metric("walk_forward_rel_mae", score)

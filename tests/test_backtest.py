@@ -3,7 +3,9 @@ results stored in the warehouse and MLflow. Tiny model settings on small real sl
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 
 import numpy as np
 import pandas as pd
@@ -131,6 +133,17 @@ def test_backtest_results_are_stored_per_run(stored):
         [first.run_id],
     )
     assert forecasts["n"].iloc[0] == len(first.forecasts)
+
+
+def test_backtest_runs_carry_their_process_so_a_killed_one_is_recovered(stored):
+    import mlflow
+
+    from ml.registry import HOST_TAG, PID_TAG
+
+    first, _, ctx = stored
+    ctx.tracking()
+    tags = mlflow.get_run(first.run_id).data.tags
+    assert tags[PID_TAG] == str(os.getpid()) and tags[HOST_TAG] == socket.gethostname()
 
 
 def test_same_seed_same_data_same_metrics(stored):
