@@ -1,6 +1,7 @@
-"""Property-based tests: real Yahoo lines, mutated at random, never break parse_price_file's
-promises (only IngestFileError escapes; accepted bars hold the OHLC invariants; every data
-record is accounted for)."""
+"""Property-based tests: real lines of every layout (Yahoo, the Kaggle long table, Alpha
+Vantage with a split, a yfinance history export), mutated at random, never break
+parse_price_file's promises (only IngestFileError escapes; accepted bars hold the OHLC
+invariants; every data record is accounted for)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import YAHOO
+from helpers import SHARED_DATA, YAHOO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +21,28 @@ from ml.ingest import IngestFileError, parse_price_file
 if not YAHOO.is_dir():
     pytest.skip(f"shared developer data not found at {YAHOO}", allow_module_level=True)
 
-# A real slice around Yahoo's `null` glitch row (2022-01-27) plus an older stretch.
-_ALL = gzip.decompress((YAHOO / "AAPL.csv.gz").read_bytes()).decode().splitlines()
-LINES = [_ALL[0], *_ALL[2000:2012], *_ALL[-12:]]
+
+def _lines(path: Path, limit: int | None = None) -> list[str]:
+    with gzip.open(path, "rt") as handle:
+        if limit is None:
+            return handle.read().splitlines()
+        return [line.rstrip("\n") for _, line in zip(range(limit), handle, strict=False)]
+
+
+# Real slices: Yahoo's `null` glitch row (2022-01-27) plus an older stretch; the Kaggle long
+# table where one ticker ends and the next begins; Alpha Vantage around AAPL's 7:1 split of
+# 2014-06-09 (raw prices, back-adjusted by ingest); SPY's yfinance export (tz-aware times).
+_YAHOO = _lines(YAHOO / "AAPL.csv.gz")
+LINES = [_YAHOO[0], *_YAHOO[2000:2012], *_YAHOO[-12:]]
+_KAGGLE = _lines(SHARED_DATA / "kaggle_sp500_5yr" / "all_stocks_5yr_dev.csv.gz", 1270)
+_AV = _lines(SHARED_DATA / "alphavantage_daily_adjusted" / "DA-AAPL-T-2021-04-21.csv.gz")
+_SPY = _lines(SHARED_DATA / "index_etf" / "SPY.csv.gz", 20)
+SOURCES = {
+    "AAPL.csv": LINES,
+    "all_stocks_5yr.csv": [_KAGGLE[0], *_KAGGLE[1250:1270]],
+    "DA-AAPL-T-2021-04-21.csv": [_AV[0], *_AV[3665:3685]],
+    "SPY.csv": _SPY,
+}
 
 JUNK = st.sampled_from(
     [
@@ -57,8 +77,9 @@ JUNK = st.sampled_from(
 
 
 @st.composite
-def mutated_files(draw) -> tuple[str, bool]:
-    lines = list(LINES)
+def mutated_files(draw) -> tuple[str, str, bool]:
+    name = draw(st.sampled_from(sorted(SOURCES)))
+    lines = list(SOURCES[name])
     for _ in range(draw(st.integers(0, 8))):
         kind = draw(st.sampled_from(["delete", "duplicate", "swap", "field", "quote", "comma"]))
         if not lines:
@@ -81,20 +102,20 @@ def mutated_files(draw) -> tuple[str, bool]:
     text = "\n".join(lines) + "\n"
     if draw(st.booleans()):  # truncate anywhere
         text = text[: draw(st.integers(0, len(text)))]
-    return text, '"' in text
+    return name, text, '"' in text
 
 
 @settings(
-    max_examples=80,
+    max_examples=160,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(mutated_files())
 def test_mutated_real_files_keep_the_promises(case):
-    text, has_quotes = case
+    name, text, has_quotes = case
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "AAPL.csv"
+        path = Path(tmp) / name
         path.write_text(text)
         try:
             parsed = parse_price_file(path)
@@ -115,6 +136,7 @@ def test_mutated_real_files_keep_the_promises(case):
     adj = p["adj_close"].dropna().to_numpy(float)
     assert all(math.isfinite(v) and v > 0 for v in adj)
     assert not p.duplicated(["ticker", "trade_date"]).any()
+    assert p["ticker"].str.fullmatch(r"[A-Z0-9.\-^]{1,15}").all()
     assert (p["trade_date"].dt.dayofweek < 5).all()
     assert set(parsed.rejected["line_number"]) <= set(range(2, text.count("\n") + 2))
 
