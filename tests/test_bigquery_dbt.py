@@ -53,7 +53,8 @@ INDICATORS = [
     "macd_hist",
     "rsi_14",
 ]
-LAYERS = ("staging", "intermediate", "marts")
+LAYERS = ("seeds", "staging", "intermediate", "marts")
+QUALITY_MARTS = ("fct_price_gaps", "fct_extreme_returns", "fct_source_changes")
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,8 @@ def bigquery_build(emulator_env, client, prices, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def duckdb_mart(prices, tmp_path_factory) -> pd.DataFrame:
+def duckdb_build(prices, tmp_path_factory) -> Path:
     """The same rows built on the default DuckDB target (every node, tests included)."""
-    import duckdb
-
     folder = tmp_path_factory.mktemp("dbt_duckdb")
     path = folder / "stockcast.duckdb"
     seed_sources(
@@ -99,11 +98,22 @@ def duckdb_mart(prices, tmp_path_factory) -> pd.DataFrame:
     env.update(STOCKCAST_TARGET="dev", STOCKCAST_DUCKDB_PATH=str(path))
     result = run_dbt(["build"], env, folder)
     assert result.returncode == 0, result.stdout[-6000:]
+    return path
+
+
+def _duckdb_table(path: Path, name: str) -> pd.DataFrame:
+    import duckdb
+
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute("select * from marts.fct_daily_indicators").df()
+        return con.execute(f"select * from {name}").df()
     finally:
         con.close()
+
+
+@pytest.fixture(scope="module")
+def duckdb_mart(duckdb_build) -> pd.DataFrame:
+    return _duckdb_table(duckdb_build, "marts.fct_daily_indicators")
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -172,6 +182,43 @@ def test_indicator_mart_equals_duckdb(bigquery_build, client, duckdb_mart, price
         right = duck[column].astype(float).to_numpy()
         assert (np.isnan(left) == np.isnan(right)).all(), column
         np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+
+
+def test_quality_marts_equal_duckdb(bigquery_build, client, duckdb_build) -> None:
+    # The data-quality marts on the same slice: clean Yahoo bars (2019-01 .. 2020-03, no gap,
+    # no move beyond 40%, one file per ticker); the calendar built from the seed on both
+    # engines (generate_series, dateadd); the summary per ticker equal on both.
+    prefix, result = bigquery_build
+    assert result.returncode == 0
+
+    def bigquery(sql: str) -> pd.DataFrame:
+        return client.query(sql.format(p=prefix)).to_dataframe()
+
+    calendar = bigquery(
+        "select count(*) as days, countif(is_session) as sessions, min(calendar_date) as first,"
+        " max(calendar_date) as last, max(session_number) as last_number"
+        " from `{p}_intermediate`.`int_calendar_days_numbered`"
+    ).iloc[0]
+    first, last = pd.Timestamp("1990-01-02"), pd.Timestamp("2027-12-31")
+    assert pd.Timestamp(calendar["first"]) == first and pd.Timestamp(calendar["last"]) == last
+    assert calendar["days"] == (last - first).days + 1
+    assert calendar["sessions"] == calendar["last_number"] == 9569
+    for mart in QUALITY_MARTS:
+        assert bigquery(f"select count(*) as n from `{{p}}_marts`.`{mart}`")["n"][0] == 0, mart
+        assert _duckdb_table(duckdb_build, f"marts.{mart}").empty, mart
+
+    def by_ticker(frame: pd.DataFrame) -> list[dict]:
+        frame = frame.assign(
+            first_trade_date=pd.to_datetime(frame["first_trade_date"]),
+            last_trade_date=pd.to_datetime(frame["last_trade_date"]),
+        )
+        return frame.sort_values("ticker").astype(str).to_dict("records")
+
+    summary = bigquery("select * from `{p}_marts`.`fct_ticker_data_quality`")
+    duck = _duckdb_table(duckdb_build, "marts.fct_ticker_data_quality")
+    assert len(summary) == len(TICKERS) and summary["is_clean"].all()
+    assert (summary["bars"] == 300).all()
+    assert by_ticker(summary) == by_ticker(duck)
 
 
 def test_table_descriptions_are_persisted(bigquery_build, client) -> None:
