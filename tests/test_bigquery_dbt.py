@@ -53,7 +53,7 @@ INDICATORS = [
     "macd_hist",
     "rsi_14",
 ]
-LAYERS = ("seeds", "staging", "intermediate", "marts")
+LAYERS = ("staging", "intermediate", "marts")
 QUALITY_MARTS = ("fct_price_gaps", "fct_extreme_returns", "fct_source_changes")
 
 
