@@ -175,7 +175,7 @@ class LstmForecaster(mlflow.pyfunc.PythonModel):
 
 def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
     """Log the fitted forecaster in the active run and register it. Returns the version."""
-    from mlflow.models import infer_signature
+    from mlflow.utils.logging_utils import disable_logging, enable_logging
 
     with tempfile.TemporaryDirectory() as tmp:
         network_path = Path(tmp) / "network.keras"
@@ -191,16 +191,28 @@ def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
             )
         )
         example_y = forecaster.predict(example_x)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=LstmForecaster(),
-            artifacts={"network": str(network_path), "scalers": str(scalers_path)},
-            signature=infer_signature(example_x, example_y),
-            input_example=example_x[:2],
-            registered_model_name=MODEL_NAME,
-            pip_requirements=["tensorflow-cpu", "keras>=3", "numpy", "mlflow"],
-        )
+        # MLflow prints "Successfully registered model ..." and "Created version ..." itself;
+        # the stage reports the registration in its own words.
+        disable_logging()
+        try:
+            info = _log_model(network_path, scalers_path, example_x, example_y)
+        finally:
+            enable_logging()
     return str(info.registered_model_version)
+
+
+def _log_model(network_path: Path, scalers_path: Path, example_x, example_y):
+    from mlflow.models import infer_signature
+
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=LstmForecaster(),
+        artifacts={"network": str(network_path), "scalers": str(scalers_path)},
+        signature=infer_signature(example_x, example_y),
+        input_example=example_x[:2],
+        registered_model_name=MODEL_NAME,
+        pip_requirements=["tensorflow-cpu", "keras>=3", "numpy", "mlflow"],
+    )
 
 
 def set_alias(version: str, alias: str) -> None:

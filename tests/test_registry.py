@@ -113,7 +113,7 @@ def test_predict_type_hints_satisfy_mlflow() -> None:
 
 
 @pytest.mark.slow
-def test_logged_model_loads_and_logging_is_quiet(store, caplog) -> None:
+def test_logged_model_loads_and_logging_is_quiet(store, caplog, capfd) -> None:
     from ml.model import ModelParams, fit_forecaster
 
     rng = np.random.default_rng(0)
@@ -131,6 +131,9 @@ def test_logged_model_loads_and_logging_is_quiet(store, caplog) -> None:
     texts = [str(w.message) for w in caught] + [caplog.text]
     assert not any("Add type hints" in t for t in texts)
     assert "Passing a Python object" not in caplog.text
+    printed = capfd.readouterr()
+    assert "registered model" not in printed.err + printed.out  # MLflow's own prints
+    assert "Created version" not in printed.err + printed.out
     registry.set_alias(version, CHAMPION_ALIAS)
     loaded = registry.load_champion()
     np.testing.assert_allclose(loaded.model.predict(x[:8]), forecaster.predict(x[:8]), rtol=1e-5)
