@@ -170,6 +170,7 @@ BACKTEST_METRICS = Table(
         coverage_95 float64
         width_95 float64
         winkler_95 float64
+        pinball float64
         n_folds int64 required
         first_as_of date required
         last_as_of date required

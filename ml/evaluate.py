@@ -76,21 +76,57 @@ def diebold_mariano(loss_differential: np.ndarray, horizon: int) -> tuple[float,
     return float(statistic), float(p_value)
 
 
+LEVELS = (80, 95)
+# The quantile each interval bound stands for (central intervals).
+BOUND_QUANTILES = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
+INTERVAL_METRICS = (
+    *(f"{name}_{level}" for level in LEVELS for name in ("coverage", "width", "winkler")),
+    "pinball",
+)
+
+
+def winkler_score(y, lower, upper, level: int):
+    """Winkler (interval) score of a central ``level``% interval: its width plus
+    ``2 / alpha`` times the distance by which ``y`` falls outside it (``alpha = 1 - level/100``);
+    lower is better, the minimum expected score is reached by the true quantiles."""
+    alpha = 1 - level / 100
+    below = np.maximum(lower - y, 0)
+    above = np.maximum(y - upper, 0)
+    return (upper - lower) + (2 / alpha) * (below + above)
+
+
+def pinball_loss(y, q, tau: float):
+    """Pinball (quantile) loss of ``q`` as the ``tau`` quantile: ``tau * (y - q)`` when ``y`` is
+    at or above ``q``, ``(1 - tau) * (q - y)`` below it."""
+    diff = y - q
+    return np.maximum(tau * diff, (tau - 1) * diff)
+
+
 def _interval_scores(group: pd.DataFrame, level: int) -> dict:
     lower, upper = group[f"lower_{level}"], group[f"upper_{level}"]
-    if lower.isna().all():
+    given = lower.notna() & upper.notna()  # a model may give intervals for some tickers only
+    if not given.any():
         return {f"coverage_{level}": np.nan, f"width_{level}": np.nan, f"winkler_{level}": np.nan}
-    y = group["actual_log_return"]
-    alpha = 1 - level / 100
-    below, above = (y < lower), (y > upper)
-    width = upper - lower
-    winkler = width + (2 / alpha) * ((lower - y) * below + (y - upper) * above)
+    y, lower, upper = group["actual_log_return"][given], lower[given], upper[given]
     return {
-        f"coverage_{level}": float(((~below) & (~above)).mean()),
+        f"coverage_{level}": float(((y >= lower) & (y <= upper)).mean()),
         # Widths and Winkler scores in percent of the as-of close (log-return points x 100).
-        f"width_{level}": float(width.mean() * 100),
-        f"winkler_{level}": float(winkler.mean() * 100),
+        f"width_{level}": float((upper - lower).mean() * 100),
+        f"winkler_{level}": float(winkler_score(y, lower, upper, level).mean() * 100),
     }
+
+
+def _pinball(group: pd.DataFrame) -> float:
+    """Mean pinball loss over the four quantiles the 80% and 95% bounds imply (0.025, 0.1,
+    0.9, 0.975), in percent of the as-of close; rows without all four bounds are left out.
+    Equals ``(0.1 * winkler_80 + 0.025 * winkler_95) / 4`` on the same rows."""
+    bounds = group[list(BOUND_QUANTILES)]
+    given = bounds.notna().all(axis=1)
+    if not given.any():
+        return np.nan
+    y = group.loc[given, "actual_log_return"]
+    losses = [pinball_loss(y, bounds.loc[given, key], tau) for key, tau in BOUND_QUANTILES.items()]
+    return float(np.mean(losses) * 100)
 
 
 def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.DataFrame:
@@ -154,6 +190,7 @@ def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.D
                     "dm_pvalue": dm_p if model != "naive" else np.nan,
                     **_interval_scores(part, 80),
                     **_interval_scores(part, 95),
+                    "pinball": _pinball(part),
                 }
             )
     return pd.DataFrame(rows)

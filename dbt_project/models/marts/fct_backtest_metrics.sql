@@ -76,6 +76,7 @@ final as (
         coverage_gap_95,
         width_95,
         winkler_95,
+        pinball,
         n_folds,
         first_as_of,
         last_as_of,

@@ -28,6 +28,7 @@ renamed as (
         coverage_95,
         width_95,
         winkler_95,
+        pinball,
         n_folds,
         first_as_of,
         last_as_of,
