@@ -12,12 +12,15 @@ forecast as of an origin uses closes up to and including the origin date, never 
 
 - :func:`naive_forecasts`: zeros (tomorrow's close is today's close).
 - :func:`drift_forecasts`: ``h`` times the trailing mean daily log return.
+- :func:`ewma_forecasts`: naive, with intervals from RiskMetrics EWMA volatility (no fit).
+- :func:`garch_forecasts`: naive, with intervals from a GARCH(1,1)-t fit per ticker and fold
+  (``arch``) and filtered forward through the test block.
 - :func:`classical_forecasts`: StatsForecast ``AutoETS`` (or ``AutoARIMA``) per ticker on log
   closes, fit once per fold and rolled forward through the test block without refitting.
 - :func:`peer_lstm_forecasts`: the approach of the project Stockcast replaces (an LSTM on
   min-max-scaled raw closes predicting the next 10 closes), done without leakage.
 
-Pure: arrays and frames in, arrays out, no I/O. TensorFlow and statsforecast are imported
+Pure: arrays and frames in, arrays out, no I/O. TensorFlow, statsforecast and arch are imported
 lazily inside the functions that need them.
 """
 
@@ -60,12 +63,18 @@ def _origin_positions(series: dict[str, _Series], origins: WindowSet) -> np.ndar
     """Row index of each origin's date inside its ticker's series (raises if absent)."""
     positions = np.empty(len(origins), np.int64)
     dates = origins.as_of_dates.astype("datetime64[ns]")
-    for i, (ticker, date) in enumerate(zip(origins.tickers, dates, strict=True)):
+    for ticker in pd.unique(origins.tickers):
+        rows = np.flatnonzero(origins.tickers == ticker)
         s = series.get(ticker)
-        pos = -1 if s is None else int(np.searchsorted(s.dates, date))
-        if s is None or pos >= len(s.dates) or s.dates[pos] != date:
+        if s is None:
+            raise ValueError(f"origin {ticker} {dates[rows[0]]} is not a row of the feature frame")
+        found = np.searchsorted(s.dates, dates[rows])
+        inside = found < len(s.dates)
+        matched = inside & (s.dates[np.minimum(found, len(s.dates) - 1)] == dates[rows])
+        if not matched.all():
+            date = dates[rows[np.flatnonzero(~matched)[0]]]
             raise ValueError(f"origin {ticker} {date} is not a row of the feature frame")
-        positions[i] = pos
+        positions[rows] = found
     return positions
 
 
@@ -97,6 +106,205 @@ def drift_forecasts(frame: pd.DataFrame, origins: WindowSet, *, lookback: int = 
             closes = series[ticker].closes
             drift[i] = (np.log(closes[pos]) - np.log(closes[start])) / (pos - start)
     return drift[:, None] * np.arange(1, HORIZONS + 1)[None, :]
+
+
+# -- volatility baselines: naive point forecast, intervals from a volatility forecast ----------
+
+EWMA_LAMBDA = 0.94  # RiskMetrics (1996) daily decay
+QUANTILES = {"lower_95": 0.025, "lower_80": 0.10, "upper_80": 0.90, "upper_95": 0.975}
+MIN_GARCH_HISTORY = 250  # training returns needed to fit a GARCH(1,1)
+_STEPS = np.arange(1, HORIZONS + 1)
+
+
+def _log_returns(closes: np.ndarray) -> np.ndarray:
+    """``r[p] = log(c[p] / c[p-1])`` at close position ``p``; ``r[0]`` and returns touching a
+    non-positive or non-finite close are NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_close = np.where(np.isfinite(closes) & (closes > 0), np.log(closes), np.nan)
+    return np.concatenate([[np.nan], np.diff(log_close)])
+
+
+def ewma_variance(returns: np.ndarray, lam: float = EWMA_LAMBDA) -> np.ndarray:
+    """RiskMetrics EWMA variance of zero-mean returns, causal: ``out[t]`` uses ``returns[:t+1]``.
+
+    ``out[t] = S_t / W_t`` with ``S_t = lam * S_(t-1) + r_t**2`` and ``W_t = lam * W_(t-1) + 1``,
+    i.e. the RiskMetrics recursion ``sigma2_t = lam * sigma2_(t-1) + (1 - lam) * r_t**2`` with
+    its start-up weights normalised to sum to one (no seed value to choose; after 100 returns
+    the two differ by a factor ``1 / (1 - lam**t)`` < 1.002). NaN returns get no weight; before
+    the first finite return the variance is NaN. ``out[t]`` is the variance forecast for the
+    return after ``t``.
+    """
+    from scipy.signal import lfilter
+
+    r = np.asarray(returns, dtype=np.float64)
+    finite = np.isfinite(r)
+    squares = np.where(finite, r, 0.0) ** 2
+    weight_sum = lfilter([1.0], [1.0, -lam], finite.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(weight_sum > 0, lfilter([1.0], [1.0, -lam], squares) / weight_sum, np.nan)
+
+
+def _normal_bounds(cumulative_variance: np.ndarray) -> dict[str, np.ndarray]:
+    """Log-return bounds around zero from the normal quantiles of each h-step variance."""
+    from scipy import stats
+
+    sd = np.sqrt(cumulative_variance)
+    return {key: stats.norm.ppf(q) * sd for key, q in QUANTILES.items()}
+
+
+def ewma_forecasts(
+    frame: pd.DataFrame, origins: WindowSet, *, lam: float = EWMA_LAMBDA
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Naive point forecast with RiskMetrics EWMA volatility intervals.
+
+    Per ticker, :func:`ewma_variance` runs once over the whole series of daily log returns
+    (``lam`` = 0.94) and is read at each origin's position, so the variance as of an origin
+    uses returns up to and including the origin's close, never a later one. Random-walk
+    scaling: the ``h``-step log-return variance is ``h * sigma2``; bounds are the normal
+    quantiles (80%: +-1.2816 sd, 95%: +-1.9600 sd) in log-return space, i.e. prices
+    ``close * exp(bound)``. Needs nothing fit per fold. Origins with no past return get NaN
+    intervals.
+    """
+    n = len(origins)
+    variance = np.full(n, np.nan)
+    series = _series_by_ticker(frame, origins.tickers)
+    positions = _origin_positions(series, origins)
+    for ticker in pd.unique(origins.tickers):
+        rows = np.flatnonzero(origins.tickers == ticker)
+        path = ewma_variance(_log_returns(series[ticker].closes), lam)
+        variance[rows] = path[positions[rows]]
+    return naive_forecasts(origins), _normal_bounds(variance[:, None] * _STEPS[None, :])
+
+
+@dataclass(frozen=True)
+class GarchFit:
+    """GARCH(1,1) parameters on percent log returns with standardised Student-t innovations.
+
+    ``last_variance`` is the conditional variance of the last training return (percent^2),
+    where the forward filter starts."""
+
+    omega: float
+    alpha: float
+    beta: float
+    nu: float
+    last_variance: float
+
+    def one_step_variances(self, returns: np.ndarray) -> np.ndarray:
+        """``out[k]``: variance of the return after ``returns[k]`` given returns up to ``k``
+        (percent^2), filtered forward from the fit's last training return: ``returns[0]`` must
+        be that return. ``sigma2_(t+1) = omega + alpha * r_t**2 + beta * sigma2_t``."""
+        from scipy.signal import lfilter
+
+        drive = self.omega + self.alpha * np.asarray(returns, dtype=np.float64) ** 2
+        return lfilter([1.0], [1.0, -self.beta], drive, zi=[self.beta * self.last_variance])[0]
+
+    def cumulative_variances(self, one_step: np.ndarray) -> np.ndarray:
+        """Variance of the ``h``-step log return, ``h`` = 1..10, from each one-step variance:
+        ``sum_{j=1..h} sigma2_(t+j)`` with ``sigma2_(t+j) = omega * sum_{i<j-1} p**i +
+        p**(j-1) * sigma2_(t+1)`` and persistence ``p = alpha + beta`` (any ``p``)."""
+        p = self.alpha + self.beta
+        powers = p ** (_STEPS - 1)  # p^(j-1), j = 1..H
+        constant = self.omega * np.concatenate([[0.0], np.cumsum(powers[:-1])])
+        step = constant[None, :] + powers[None, :] * np.asarray(one_step)[:, None]
+        return np.cumsum(step, axis=1)
+
+    def scale(self, q: float) -> float:
+        """The ``q`` quantile of the Student-t with ``nu`` degrees of freedom scaled to unit
+        variance (the innovations' distribution)."""
+        from scipy import stats
+
+        return float(stats.t.ppf(q, self.nu) * np.sqrt((self.nu - 2) / self.nu))
+
+
+def fit_garch(percent_returns: np.ndarray) -> GarchFit | str:
+    """GARCH(1,1)-t with zero mean on percent log returns (``arch``); the reason as a string
+    when there is no usable fit (too short, non-finite data, no convergence)."""
+    r = np.asarray(percent_returns, dtype=np.float64)
+    if len(r) < MIN_GARCH_HISTORY:
+        return f"{len(r)} training returns (< {MIN_GARCH_HISTORY})"
+    if not np.isfinite(r).all():
+        return "non-finite training returns"
+    from arch import arch_model
+
+    model = arch_model(r, mean="Zero", vol="GARCH", p=1, q=1, dist="t", rescale=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = model.fit(disp="off", show_warning=False)
+    except Exception as error:  # a failed fit falls back; it must not sink the backtest
+        return f"fit failed: {error}"
+    if result.convergence_flag != 0:
+        return f"no convergence (optimizer flag {result.convergence_flag})"
+    params = result.params
+    fit = GarchFit(
+        omega=float(params["omega"]),
+        alpha=float(params["alpha[1]"]),
+        beta=float(params["beta[1]"]),
+        nu=float(params["nu"]),
+        last_variance=float(np.asarray(result.conditional_volatility)[-1] ** 2),
+    )
+    values = np.array([fit.omega, fit.alpha, fit.beta, fit.nu, fit.last_variance])
+    if not np.isfinite(values).all() or fit.nu <= 2 or fit.omega <= 0:
+        return f"unusable parameters {params.round(4).to_dict()}"
+    return fit
+
+
+def garch_forecasts(
+    frame: pd.DataFrame,
+    fold: Fold,
+    origins: WindowSet,
+    *,
+    train_days: int = 1000,
+    lam: float = EWMA_LAMBDA,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Naive point forecast with GARCH(1,1)-t volatility intervals.
+
+    Per ticker and fold, a zero-mean GARCH(1,1) with standardised Student-t innovations is fit
+    (:func:`fit_garch`, ``arch``) on the last ``train_days`` daily log returns, in percent,
+    whose closes are dated before ``fold.test_start``. Its parameters are then frozen and the
+    variance recursion is filtered forward through the test block (no refit per origin), so
+    the one-step variance as of an origin uses returns up to and including the origin's close.
+    The ``h``-step variance is the sum of the GARCH variance forecasts for steps 1..h; bounds
+    are the unit-variance Student-t quantiles with the fitted degrees of freedom times its
+    square root, in log-return space (prices ``close * exp(bound)``).
+
+    Fallback: a ticker without a usable fit (fewer than 250 training returns, non-finite
+    returns, no convergence) gets :func:`ewma_forecasts`' intervals; one warning per call
+    names those tickers and the reason.
+    """
+    _check_origins(fold, origins)
+    n = len(origins)
+    bounds = {key: np.full((n, HORIZONS), np.nan) for key in INTERVAL_KEYS}
+    series = _series_by_ticker(frame, origins.tickers)
+    positions = _origin_positions(series, origins)
+    test_start = np.datetime64(fold.test_start, "ns")
+    fallbacks: dict[str, str] = {}
+    for ticker in pd.unique(origins.tickers):
+        rows = np.flatnonzero(origins.tickers == ticker)
+        s = series[ticker]
+        returns = _log_returns(s.closes) * 100
+        n_train = int(np.searchsorted(s.dates, test_start))  # closes dated < test_start
+        last_train = n_train - 1  # position of the last training close (and return)
+        fit = fit_garch(returns[max(1, n_train - train_days) : n_train])
+        if isinstance(fit, str):
+            fallbacks[ticker] = fit
+            variance = ewma_variance(returns / 100, lam)[positions[rows]]
+            for key, value in _normal_bounds(variance[:, None] * _STEPS[None, :]).items():
+                bounds[key][rows] = value
+            continue
+        # out[k] = one-step variance as of close position last_train + k.
+        one_step = fit.one_step_variances(returns[last_train : int(positions[rows].max()) + 1])
+        cumulative = fit.cumulative_variances(one_step[positions[rows] - last_train]) / 1e4
+        for key, q in QUANTILES.items():
+            bounds[key][rows] = fit.scale(q) * np.sqrt(cumulative)
+    if fallbacks:
+        reasons = "; ".join(f"{t}: {why}" for t, why in fallbacks.items())
+        warnings.warn(
+            f"GARCH fell back to EWMA for {len(fallbacks)} of {len(pd.unique(origins.tickers))} "
+            f"tickers in fold {fold.index} ({reasons})",
+            stacklevel=2,
+        )
+    return naive_forecasts(origins), bounds
 
 
 def _classical_model(model: str):

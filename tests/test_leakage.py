@@ -13,7 +13,7 @@ from helpers import (
     read_yahoo,
 )
 
-from ml.features import FEATURES, build_feature_frame, make_windows
+from ml.features import FEATURES, WindowSet, build_feature_frame, make_windows
 
 
 def lookahead_rows(build, indicators: pd.DataFrame, cuts: list[int]) -> list[int]:
@@ -100,3 +100,53 @@ def test_shuffled_targets_drive_skill_to_zero():
     # Measured: real 0.83 (the AR(1) optimum is sqrt(1 - 0.6**2) = 0.80), shuffled 1.01.
     assert real < 0.9  # the structure is learnable
     assert shuffled > 0.98  # without it there is no skill left
+
+
+# -- the volatility baselines: an origin's intervals use no bar after it ----------------------
+
+
+def vol_baseline_lookahead(indicators: pd.DataFrame, model: str) -> list[str]:
+    """As-of dates whose ``model`` intervals change when every bar after a mid-fold cut is
+    dropped. The fold (and so the GARCH fit) is the full history's; origins up to the cut are
+    forecast from the truncated history and must equal the full-history forecasts."""
+    from ml.baselines import INTERVAL_KEYS, ewma_forecasts, garch_forecasts
+    from ml.folds import make_folds
+
+    def forecast(frame, origins):
+        if model == "ewma":
+            return ewma_forecasts(frame, origins)[1]
+        return garch_forecasts(frame, fold, origins)[1]
+
+    full = build_feature_frame(indicators)
+    fold = make_folds(full["trade_date"], 2)[0]
+    origins = make_windows(full, 30, as_of_from=fold.test_start, as_of_to=fold.test_end)
+    reference = forecast(full, origins)
+    leaking = []
+    for cut in np.unique(origins.as_of_dates)[[0, 7, 20]]:
+        keep = np.flatnonzero(origins.as_of_dates <= cut)
+        subset = WindowSet(*(getattr(origins, f)[keep] for f in WindowSet.__dataclass_fields__))
+        history = build_feature_frame(indicators[indicators["trade_date"] <= cut])
+        truncated = forecast(history, subset)
+        for key in INTERVAL_KEYS:
+            if not np.allclose(truncated[key], reference[key][keep], rtol=1e-10, atol=0):
+                leaking.append(str(pd.Timestamp(cut).date()))
+                break
+    return leaking
+
+
+@pytest.mark.parametrize("model", ["ewma", "garch"])
+def test_volatility_baselines_use_no_bar_after_the_as_of_date(indicators, model):
+    assert vol_baseline_lookahead(indicators, model) == []
+
+
+@pytest.mark.parametrize("model", ["ewma", "garch"])
+def test_a_volatility_baseline_reading_the_next_bar_is_detected(indicators, model, monkeypatch):
+    """The same check on a deliberately leaky variant: daily returns shifted a bar early, so
+    the return into the next close counts as known at the as-of date."""
+    import ml.baselines
+
+    returns = ml.baselines._log_returns
+    monkeypatch.setattr(
+        ml.baselines, "_log_returns", lambda closes: np.append(returns(closes)[1:], np.nan)
+    )
+    assert len(vol_baseline_lookahead(indicators, model)) == 3
