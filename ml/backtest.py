@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from ml.data import load_indicators
-from ml.evaluate import POOLED, backtest_metrics, naive_scales, skill_by_model
+from ml.evaluate import (
+    INTERVAL_METRICS,
+    POOLED,
+    backtest_metrics,
+    naive_scales,
+    skill_by_model,
+)
 from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.model import ModelParams
@@ -28,7 +34,7 @@ from ml.train import TrainConfig, fit_and_stop_windows
 if TYPE_CHECKING:
     from ml.context import RunContext
 
-MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm")
+MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,18 @@ def _ets(frame, fold, origins, config):
     return classical_forecasts(frame, fold, origins, model="AutoETS")
 
 
+def _ewma(frame, fold, origins, config):
+    from ml.baselines import ewma_forecasts
+
+    return ewma_forecasts(frame, origins)
+
+
+def _garch(frame, fold, origins, config):
+    from ml.baselines import garch_forecasts
+
+    return garch_forecasts(frame, fold, origins)
+
+
 def _peer_lstm(frame, fold, origins, config):
     from ml.baselines import peer_lstm_forecasts
 
@@ -137,6 +155,8 @@ FORECASTERS: dict[str, Forecaster] = {
     "drift": _drift,
     "ets": _ets,
     "peer_lstm": _peer_lstm,
+    "ewma": _ewma,
+    "garch": _garch,
 }
 
 
@@ -172,12 +192,17 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
     return BacktestResult(folds, forecasts, metrics)
 
 
+SUMMARY_MEANS = ("mase", "dm_pvalue", *INTERVAL_METRICS)
+
+
 def summary_table(result: BacktestResult) -> pd.DataFrame:
-    """Pooled relative MAE by model (rows) and horizon (columns), plus interval coverage."""
+    """Pooled relative MAE by model (rows) and horizon (columns), plus each model's mean over
+    horizons of MASE, the DM p-value and the interval scores (coverage, width, Winkler at 80
+    and 95%, pinball loss; NaN for models without intervals)."""
     pooled = result.pooled()
     table = pooled.pivot(index="model", columns="horizon", values="rel_mae")
     table.columns = [f"h{h}" for h in table.columns]
-    means = pooled.groupby("model")[["mase", "coverage_80", "coverage_95", "dm_pvalue"]].mean()
+    means = pooled.groupby("model")[list(SUMMARY_MEANS)].mean()
     return table.join(means.rename(columns=lambda c: f"mean_{c}"))
 
 
@@ -272,12 +297,16 @@ def backtest(
         result.run_id = run.info.run_id
         mlflow.log_dict([f.as_dict() for f in result.folds], "folds.json")
         pooled = result.pooled()
-        for row in pooled.itertuples():
-            for name in ("rel_mae", "mase", "mape", "directional_accuracy", "coverage_80",
-                         "coverage_95", "dm_pvalue"):  # fmt: skip
-                value = getattr(row, name)
-                if np.isfinite(value):
-                    mlflow.log_metric(f"{row.model}/{name}_h{row.horizon}", float(value))
+        names = ("rel_mae", "mase", "mape", "directional_accuracy", "dm_pvalue",
+                 *INTERVAL_METRICS)  # fmt: skip
+        mlflow.log_metrics(
+            {
+                f"{row.model}/{name}_h{row.horizon}": float(getattr(row, name))
+                for row in pooled.itertuples()
+                for name in names
+                if np.isfinite(getattr(row, name))
+            }
+        )
         for model, skill in skill_by_model(result.metrics).items():
             mlflow.log_metric(f"{model}/rel_mae_mean", float(skill))
         with tempfile.TemporaryDirectory() as tmp:

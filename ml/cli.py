@@ -47,7 +47,7 @@ EXIT_CODES = {
 }
 # `backtest --model` choices; equal to ml.backtest.MODEL_NAMES (a test checks), written out here
 # so that --help does not import the backtest's libraries.
-BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm")
+BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
 LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 

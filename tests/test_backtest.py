@@ -28,7 +28,7 @@ TICKERS = ["KO", "JNJ", "CVX"]
 TINY = BacktestConfig(
     n_folds=2,
     test_days=5,
-    models=("lstm", "naive", "drift"),
+    models=("lstm", "naive", "drift", "ewma", "garch"),
     train=TrainConfig(
         params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=3),
         stop_days=40,
@@ -72,6 +72,12 @@ def test_metrics_are_relative_to_naive_on_the_same_rows(result):
     assert (pooled.loc["naive", "rel_mae"] == 1.0).all()
     assert pooled.loc["lstm", "coverage_80"].between(0, 1).all()
     assert pooled.loc["drift", "coverage_80"].isna().all()  # no intervals claimed
+    assert pooled.loc["drift", "pinball"].isna().all()
+    for model in ("ewma", "garch"):  # naive point forecasts with volatility intervals
+        assert (pooled.loc[model, "rel_mae"] == 1.0).all()
+        assert pooled.loc[model, "coverage_95"].between(0, 1).all()
+        assert (pooled.loc[model, "width_80"] < pooled.loc[model, "width_95"]).all()
+        assert (pooled.loc[model, "pinball"] > 0).all()
     per_ticker = result.metrics[result.metrics["ticker"] != POOLED]
     assert set(per_ticker["ticker"]) == set(TICKERS)
 
