@@ -51,6 +51,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from ml.backtest import BacktestConfig, backtest, summary_table
+    from ml.evaluate import INTERVAL_METRICS
     from ml.ingest import ingest_paths
     from ml.transform import transform
 
@@ -70,10 +71,12 @@ def main() -> None:
         table = pooled.pivot(index="model", columns="horizon", values=metric)
         table.columns = [f"h{h}" for h in table.columns]
         tables[metric] = markdown(table.reset_index())
-    intervals = pooled.groupby("model")[
-        ["coverage_80", "width_80", "coverage_95", "width_95", "winkler_95"]
-    ].mean()
+    intervals = pooled.groupby("model")[list(INTERVAL_METRICS)].mean()
     intervals = intervals.dropna(how="all").reset_index()
+    for metric in ("coverage_80", "coverage_95", "winkler_80", "winkler_95", "pinball"):
+        table = pooled.pivot(index="model", columns="horizon", values=metric).dropna(how="all")
+        table.columns = [f"h{h}" for h in table.columns]
+        tables[metric] = markdown(table.reset_index())
     summary = {
         "tickers": TICKERS,
         "folds": [f.as_dict() for f in result.folds],
@@ -82,7 +85,7 @@ def main() -> None:
         "origins_per_model": int(len(result.forecasts) / len(config.models) / 10),
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = [f"## {metric}\n\n{tables[metric]}\n" for metric in METRICS]
+    text = [f"## {metric}\n\n{table}\n" for metric, table in tables.items()]
     text.append(f"## intervals (mean over horizons)\n\n{markdown(intervals)}\n")
     (args.out / "tables.md").write_text("\n".join(text))
     print(summary_table(result).round(3).to_string())
