@@ -474,7 +474,13 @@ def read_text(path: Path) -> tuple[str, str]:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
+        except EOFError as exc:  # the end-of-stream marker is missing: a copy cut short
+            raise IngestFileError(
+                path,
+                f"corrupt gzip file, cut short ({exc}); nothing was loaded: copy or download "
+                "the file again",
+            ) from None
+        except (OSError, zlib.error) as exc:
             raise IngestFileError(path, f"corrupt gzip file: {exc}") from None
     elif path.name.lower().endswith(".gz"):
         raise IngestFileError(path, "named .gz but is not gzip-compressed")
@@ -573,6 +579,37 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
             raise IngestFileError(path, f"malformed CSV near line {line}: {exc}") from None
         frame = pd.DataFrame(rows, columns=["line", "raw", "nfields", *names])
     return header, header_index + 1, frame
+
+
+def _refuse_if_cut_short(path: Path, text: str, header: list[str], rec: pd.DataFrame) -> None:
+    """Refuse a file that stops mid-row: a copy or download cut short.
+
+    Its last line has no line break and lacks fields (or ends in a separator): loading the
+    rows before it would silently load half a history. A gzip cut short is caught by gzip's
+    own end marker (:func:`read_text`); a plain file cut exactly at a line break, or inside a
+    last field that still parses, cannot be told from a complete one.
+    """
+    if rec.empty or text.endswith(("\n", "\r")):
+        return
+    n, found = len(header), int(rec["nfields"].iloc[-1])
+    raw = str(rec["raw"].iloc[-1]).rstrip(" \t")
+    line = int(rec["line"].iloc[-1])
+    if found < n:
+        where = (
+            f"has {found} of {n} fields: it stops in column {header[found - 1]!r} and "
+            f"{', '.join(repr(h) for h in header[found:])} {'is' if n - found == 1 else 'are'} "
+            "missing"
+        )
+    elif found == n and raw.endswith(","):
+        where = f"ends in an empty {header[-1]!r}"
+    else:
+        return
+    raise IngestFileError(
+        path,
+        f"the file looks cut short: its last line (line {line}) has no line break and {where}; "
+        "nothing was loaded: copy or download the file again (if it is complete, finish or "
+        f"remove line {line})",
+    )
 
 
 def _yfinance_download(
@@ -734,6 +771,7 @@ def parse_price_file(
     text, sha256 = read_text(path)
     header, _, rec = _records(path, text)
     expected_fields = len(header)
+    _refuse_if_cut_short(path, text, header, rec)
     header, rec, yf_download = _yfinance_download(path, header, rec)
     # The header is judged first: a lone line of JSON or "404: Not Found" is not a header.
     layout, cols = detect_layout(path, header)
