@@ -256,8 +256,10 @@ def ingest(paths: tuple[Path, ...], ticker: str | None, replace: bool) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Print every dbt log line.")
 def transform(select: str | None, verbose: bool) -> None:
     from ml.transform import transform as run_transform
+    from ml.warehouse.preflight import check_warehouse
 
     ctx = _context()
+    check_warehouse(ctx.warehouse)  # a read-only, full or damaged disk: path, cause and fix
     _require_prices(ctx)
     run_transform(ctx, select=select, echo=_echo, verbose=verbose)
 

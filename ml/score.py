@@ -53,9 +53,14 @@ class ScoreResult:
 
 
 def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> ScoreResult:
-    from ml import registry
+    from ml.warehouse.preflight import check_warehouse
 
     warehouse = ctx.warehouse
+    # A read-only, full or damaged warehouse is reported now, before MLflow and TensorFlow load
+    # and the model runs.
+    check_warehouse(warehouse, write=True)
+    from ml import registry  # imports MLflow: seconds
+
     say = progress or (lambda message: None)
     ctx.tracking()
     champion = registry.load_champion()

@@ -145,6 +145,14 @@ def train(
 ) -> TrainResult:
     """Train, evaluate against naive on the held-out period, log and register the model, and
     let the promotion gate decide whether it becomes `champion` or `challenger`."""
+    from ml.warehouse.preflight import check_local_store, check_warehouse
+
+    # Train reads the warehouse and writes the MLflow store: both are checked before minutes of
+    # work (and before TensorFlow loads), so a damaged or read-only disk is one early error.
+    check_warehouse(ctx.warehouse, write=False)
+    check_local_store(ctx.settings.mlflow_tracking_uri, "MLflow store")
+    check_local_store(ctx.settings.mlflow_artifact_root, "MLflow artifacts")
+
     import mlflow
 
     from ml import intervals, registry

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ml.config import DBT_PROJECT_DIR, Settings, data_dir, profiles_dir
+from ml.warehouse import WarehouseError
+from ml.warehouse.preflight import check_folder_writable, check_warehouse, storage_fix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,6 +33,11 @@ if TYPE_CHECKING:
 
 class DbtError(RuntimeError):
     pass
+
+
+class DbtStorageError(DbtError, WarehouseError):
+    """dbt failed because the disk refused a write (full, read-only, no permission): a
+    warehouse problem (exit code 4 in the CLI), not a data problem."""
 
 
 def dbt_command(args: list[str], settings: Settings) -> list[str]:
@@ -149,7 +156,9 @@ ROOT_CAUSES = (
     "Out of Memory",
     "database is locked",
     "Too many open files",
+    "File too large",
 )
+CAUSE_CHARS = 300  # the cause in the one-line error, at most
 
 
 def _kind(start_text: str) -> str:
@@ -217,8 +226,8 @@ class DbtLog:
                 return _trim_blank(block[:end])
         return []
 
-    def failure_detail(self) -> str:
-        """Root causes first, then the failing nodes' lines and dbt's error block in full."""
+    def causes(self) -> list[str]:
+        """The log lines that name a root cause (:data:`ROOT_CAUSES`), each cause once."""
         causes, seen = [], set()
         for line in self.lines:
             text = line.strip()
@@ -229,6 +238,11 @@ class DbtLog:
             if at >= 0 and key not in seen:
                 seen.add(key)
                 causes.append(text)
+        return causes
+
+    def failure_detail(self) -> str:
+        """Root causes first, then the failing nodes' lines and dbt's error block in full."""
+        causes = self.causes()
         failed = [line for line in self.lines if (m := _RESULT.match(line)) and m[3] in (
             "ERROR", "FAIL")]  # fmt: skip
         block = self.problems()
@@ -278,6 +292,38 @@ def _trim_blank(lines: list[str]) -> list[str]:
     return lines
 
 
+def dbt_env(settings: Settings) -> dict[str, str]:
+    """The environment of a dbt child: the profile's settings, and its artefacts and logs in
+    the data folder (not in dbt_project/)."""
+    env = settings.dbt_env()
+    work = data_dir() / "dbt"
+    env.setdefault("DBT_TARGET_PATH", str(work / "target"))
+    env.setdefault("DBT_LOG_PATH", str(work / "logs"))
+    env.setdefault("DBT_PARTIAL_PARSE", "true")
+    return env
+
+
+def _failure(args: list[str], returncode: int, log: DbtLog, log_file: Path) -> DbtError:
+    """The error for a failed dbt run. Its first line (the CLI's one-line error) has the
+    counts, the first root cause and, for a disk that refused a write, the fix; the lines
+    after it hold the failure in full."""
+    headline = f"dbt {' '.join(args)} failed (exit {returncode})."
+    if log.statuses:
+        headline += f" {log.summary()}."
+    causes = log.causes()
+    storage = None
+    if causes:
+        cause = causes[0]
+        if len(cause) > CAUSE_CHARS:
+            cause = cause[: CAUSE_CHARS // 2 - 2] + " ... " + cause[-(CAUSE_CHARS // 2 - 3) :]
+        headline += f" Cause: {cause}"
+        storage = storage_fix("\n".join(causes))
+        if storage:
+            headline += f": {storage}"
+    message = f"{headline}\n{log.failure_detail()}\n\n(dbt's full log: {log_file})"
+    return (DbtStorageError if storage else DbtError)(message)
+
+
 def run_dbt(
     args: list[str],
     settings: Settings,
@@ -289,11 +335,7 @@ def run_dbt(
     ``echo`` receives every log line when ``verbose``; otherwise progress at each quarter of the
     nodes, a summary of counts, and dbt's warning block if any.
     """
-    env = settings.dbt_env()
-    work = data_dir() / "dbt"
-    env.setdefault("DBT_TARGET_PATH", str(work / "target"))
-    env.setdefault("DBT_LOG_PATH", str(work / "logs"))
-    env.setdefault("DBT_PARTIAL_PARSE", "true")
+    env = dbt_env(settings)
     say = echo or (lambda line: None)
     log = DbtLog()
     output: list[str] = []
@@ -330,11 +372,7 @@ def run_dbt(
         _stop(process)
     text = "".join(output)
     if process.returncode != 0:
-        raise DbtError(
-            f"dbt {' '.join(args)} failed (exit {process.returncode}). "
-            f"{log.summary() if log.statuses else ''}\n{log.failure_detail()}".replace(" \n", "\n")
-            + f"\n\n(dbt's full log: {Path(env['DBT_LOG_PATH']) / 'dbt.log'})"
-        )
+        raise _failure(args, process.returncode, log, Path(env["DBT_LOG_PATH"]) / "dbt.log")
     if not verbose:
         say(log.summary())
         for line in log.problems():  # warnings, in full
@@ -353,6 +391,11 @@ def transform(
     The warehouse's own tables are created first, so dbt's sources exist on a new warehouse.
     Returns dbt's whole log; ``echo`` gets a summary, or every line when ``verbose``.
     """
+    # A read-only, full or damaged disk is one early error, not a failed dbt build later.
+    check_warehouse(ctx.warehouse, write=True)
+    env = dbt_env(ctx.settings)
+    for name in ("DBT_TARGET_PATH", "DBT_LOG_PATH"):
+        check_folder_writable(Path(env[name]), "dbt " + name.removeprefix("DBT_").lower())
     ctx.warehouse.ensure_schema()
     args = ["build"]
     if select:
