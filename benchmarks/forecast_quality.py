@@ -51,16 +51,18 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from ml.backtest import BacktestConfig, backtest, summary_table
+    from ml.context import build_context
     from ml.evaluate import INTERVAL_METRICS
     from ml.ingest import ingest_paths
     from ml.transform import transform
 
     started = time.perf_counter()
-    report = ingest_paths([args.data / f"{t}.csv.gz" for t in TICKERS])
+    ctx = build_context()
+    report = ingest_paths(ctx, [args.data / f"{t}.csv.gz" for t in TICKERS])
     assert report.ok, report.summary_lines()
-    transform()
+    transform(ctx)
     config = BacktestConfig(n_folds=args.folds, test_days=21)
-    result = backtest(config, progress=print)
+    result = backtest(ctx, config, progress=print)
     seconds = time.perf_counter() - started
 
     pooled = result.pooled()
