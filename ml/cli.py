@@ -23,9 +23,10 @@ CONFIG_HELP = """
 \b
 Configuration (shared with dbt through profiles.yml):
   STOCKCAST_TARGET       dbt target: dev (DuckDB, default) or bigquery
-  STOCKCAST_DUCKDB_PATH  DuckDB file (default: ./data/warehouse/stockcast.duckdb)
-  STOCKCAST_HOME         local data folder (default: ./data)
-  MLFLOW_TRACKING_URI    MLflow store (default: sqlite:///./data/mlflow/mlflow.db)
+  STOCKCAST_DUCKDB_PATH  DuckDB file (default: <home>/warehouse/stockcast.duckdb)
+  STOCKCAST_HOME         local data folder (default: data/ in the repository, from any
+                         folder; `dbt build` run in dbt_project/ uses the same)
+  MLFLOW_TRACKING_URI    MLflow store (default: sqlite:///<home>/mlflow/mlflow.db)
   STOCKCAST_BQ_PROJECT   BigQuery project (bigquery target); STOCKCAST_BQ_DATASET is the
                          dataset prefix (default: stockcast -> stockcast_raw, ...)
 
