@@ -9,6 +9,7 @@ else is one line naming the exception and ``--debug``, which shows the traceback
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -239,11 +240,14 @@ def ingest(paths: tuple[Path, ...], ticker: str | None, replace: bool) -> None:
     from ml.ingest import ingest_paths
 
     ctx = _context()
-    with click.progressbar(length=1, label="ingesting", file=sys.stderr) as bar:
+    with contextlib.ExitStack() as stack:
+        bars = []  # shown from the first file loaded: a warehouse error comes alone
 
         def progress(done: int, total: int, path) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
+            if not bars:
+                bar = click.progressbar(length=total, label="ingesting", file=sys.stderr)
+                bars.append(stack.enter_context(bar))
+            bars[0].update(done - bars[0].pos)
 
         report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress, replace=replace)
     for line in report.summary_lines():

@@ -281,7 +281,9 @@ def ingest_paths(
         # Reach the warehouse once before any file: an unreachable or misconfigured warehouse
         # is one clear error, not the same failure repeated for every file.
         from ml.contracts import DAILY_PRICES
+        from ml.warehouse.preflight import check_warehouse
 
+        check_warehouse(ctx.warehouse, write=True)  # read-only, full or damaged: one error
         ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
     for done, (path, problem) in enumerate(files, start=1):
         report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace))
