@@ -118,8 +118,10 @@ def recover(experiment_id: str) -> list[str]:
       cannot be checked is marked FAILED once it has been RUNNING for STALE_AFTER_HOURS;
     * a registered version with no `champion` anywhere is promoted under the promotion gate's
       bootstrap rule (with no champion at all, the first model becomes champion so that
-      forecasts exist): the newest READY version, recorded in its tags. A killed `train` dies
-      between registering the version and setting its alias.
+      forecasts exist): the newest READY version, recorded in its tags. A `train` killed after
+      registering, or its promotion killed before setting the alias, leaves such a version;
+      while the process that trained it is alive (its promotion gate runs for minutes), it is
+      left to that process.
 
     Returns what was changed, one message per change.
     """
@@ -136,8 +138,8 @@ def recover(experiment_id: str) -> list[str]:
         ready = [
             v for v in client.search_model_versions(f"name = '{MODEL_NAME}'") if v.status == "READY"
         ]
-        if ready:
-            newest = max(ready, key=lambda v: int(v.version))
+        newest = max(ready, key=lambda v: int(v.version)) if ready else None
+        if newest is not None and not _being_promoted(client, newest):
             reason = (
                 "bootstrap: no champion was registered and this was the newest READY version "
                 "(its training was interrupted before the promotion gate's alias was set)"
@@ -148,6 +150,19 @@ def recover(experiment_id: str) -> list[str]:
                 f"{MODEL_NAME} v{newest.version} promoted to {CHAMPION_ALIAS}: {reason}"
             )
     return messages
+
+
+def _being_promoted(client: MlflowClient, version) -> bool:
+    """Whether the process that trained ``version`` is still alive (same host), and so may
+    still be running its promotion gate."""
+    try:
+        tags = client.get_run(version.run_id).data.tags
+    except mlflow.exceptions.MlflowException:
+        return False
+    pid, host = tags.get(PID_TAG), tags.get(HOST_TAG)
+    if not pid or host != socket.gethostname():
+        return False
+    return int(pid) == os.getpid() or _process_alive(int(pid))
 
 
 class LstmForecaster(mlflow.pyfunc.PythonModel):

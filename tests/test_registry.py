@@ -91,6 +91,24 @@ def test_version_left_without_alias_becomes_bootstrap_champion(store) -> None:
     assert str(registry.champion_version()) == "2"
 
 
+def test_version_of_a_live_trainer_is_left_to_its_promotion(store) -> None:
+    """Training registers first and the promotion stage sets the alias minutes later: another
+    process recovering meanwhile must not promote the version under the trainer's feet."""
+    _settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    live = _running_run(experiment_id, registry.owner_tags())
+    client.set_terminated(live)  # train's run is finished; its promotion is under way
+    client.create_model_version(MODEL_NAME, f"runs:/{live}/model", live)
+    assert registry.recover(experiment_id) == []
+    assert registry.champion_version() is None
+
+    client.set_tag(live, registry.PID_TAG, str(_dead_pid()))  # the trainer was killed
+    messages = registry.recover(experiment_id)
+    assert messages and "bootstrap" in messages[0]
+    assert str(registry.champion_version()) == "1"
+
+
 def test_configure_recovers_on_first_lookup(store, caplog) -> None:
     settings, experiment_id = store
     client = mlflow.MlflowClient()
