@@ -27,9 +27,9 @@ from ml.evaluate import (
     skill_by_model,
 )
 from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
+from ml.fitting import TrainConfig, fit_and_stop_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.model import ModelParams
-from ml.train import TrainConfig, fit_and_stop_windows
 
 if TYPE_CHECKING:
     from ml.context import RunContext

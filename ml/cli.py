@@ -327,8 +327,8 @@ def _train_config(
 ):
     from dataclasses import replace
 
+    from ml.fitting import TrainConfig
     from ml.model import ModelParams
-    from ml.train import TrainConfig
 
     model_overrides = {
         k: v
@@ -361,14 +361,16 @@ FORCE_HELP = "Promote to champion even if the gate refuses (recorded on the run)
 @_train_options
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def train(force, **options) -> None:
+    from ml.promote import promote
     from ml.train import train as run_train
 
     ctx = _context()
-    result = run_train(ctx, _train_config(**options), progress=_echo, force=force)
+    result = run_train(ctx, _train_config(**options), progress=_echo)
+    decision = promote(ctx, result, force=force, progress=_echo)
     click.echo(result.metrics.round(4).to_string(index=False))
     click.echo(
-        f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
-        f"(run {result.run_id}): {result.gate.reason}"
+        f"registered stockcast-lstm v{result.model_version} as {decision.alias} "
+        f"(run {result.run_id}): {decision.reason}"
     )
 
 

@@ -10,6 +10,9 @@ walk-forward backtest beside the naive forecast):
 ``force`` promotes anyway and is recorded. With no champion at all, the first model is promoted
 as a *bootstrap* champion, recorded as such, so that forecasts exist; any later model must pass
 the rule above to replace it.
+
+This module is the rule and the comparison (no I/O); :mod:`ml.promote` is the stage that runs
+them for a registered model and records the decision.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import pandas as pd
 
 from ml.backtest import BacktestConfig, run_backtest
 from ml.evaluate import skill_by_model
+from ml.fitting import TrainConfig
 from ml.model import ModelParams
-from ml.train import TrainConfig
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
@@ -97,8 +100,11 @@ def compare_on_same_folds(
     champion: ModelParams | None,
     n_folds: int = 2,
     test_days: int = 21,
+    progress=None,
 ) -> tuple[float, float | None, pd.DataFrame]:
-    """Walk-forward pooled relative MAE (mean over horizons) of candidate and champion."""
+    """Walk-forward pooled relative MAE (mean over horizons) of candidate and champion.
+
+    ``progress`` hears the backtest's fold and model lines as they finish."""
     variants = {CANDIDATE: candidate}
     if champion is not None:
         variants[CHAMPION] = champion
@@ -109,7 +115,7 @@ def compare_on_same_folds(
         train=replace(train, params=candidate),
         variants=variants,
     )
-    metrics = run_backtest(frame, config).metrics
+    metrics = run_backtest(frame, config, progress).metrics
     skill = skill_by_model(metrics)
     champion_score = float(skill[CHAMPION]) if champion is not None else None
     return float(skill[CANDIDATE]), champion_score, metrics

@@ -1,4 +1,5 @@
-"""The main job: ingest -> transform -> train (if no champion) -> score -> build and test marts.
+"""The main job: ingest -> transform -> train and promote (if no champion) -> score -> build and
+test marts.
 
 The CLI and (later) the orchestration flows are thin faces over these functions.
 """
@@ -63,7 +64,8 @@ def refresh(
     force: bool = False,
     report: RunReport | None = None,
 ) -> RunReport:
-    """Everything after loading: dbt build -> train (if no champion) -> score -> forecast marts.
+    """Everything after loading: dbt build -> train and promote (if no champion) -> score ->
+    forecast marts.
 
     The scheduled job in production (the upload function only loads files).
     """
@@ -87,18 +89,20 @@ def refresh(
             f"tickers ({shown}); the promotion gate decides whether the new model replaces it"
         )
     if retrain or champion is None or unseen:
+        from ml.promote import promote
         from ml.train import train
 
         with _stage(report, "train", say):
-            result = train(ctx, train_config, progress=say, force=force)
+            result = train(ctx, train_config, progress=say)
             report.trained_version = result.model_version
-            report.gate = result.gate
+        with _stage(report, "promote", say, "promote (promotion gate)"):
+            report.gate = promote(ctx, result, force=force, progress=say)
             say(
-                f"registered stockcast-lstm v{result.model_version} as {result.gate.alias} "
+                f"registered stockcast-lstm v{result.model_version} as {report.gate.alias} "
                 f"(run {result.run_id}); held-out relative MAE vs naive, mean over horizons: "
                 f"{result.metrics['rel_mae'].mean():.3f}"
             )
-            if unseen and result.gate.alias != "champion":
+            if unseen and report.gate.alias != "champion":
                 say(
                     f"champion v{champion} stays and forecasts {len(unseen)} tickers it was not "
                     "trained on; `stockcast train --force` promotes the new model instead"

@@ -1,14 +1,19 @@
 """Train stage: indicator mart -> windows -> LSTM -> MLflow run + registered model.
 
-Time split, never shuffled across time: the last ``validation_days`` trading dates are held
-out for the reported metrics; the ``stop_days`` before them drive early stopping. Samples are
-purged so that no training target reaches into the early-stopping or validation period.
+The split (:func:`ml.fitting.split_windows`) is in time, never shuffled: the last
+``validation_days`` trading dates are held out for the reported metrics; the ``stop_days``
+before them drive early stopping; samples are purged so that no training target reaches into
+the early-stopping or validation period.
+
+Training registers the model and stops there: whether it becomes `champion` or `challenger` is
+the next stage's decision (:func:`ml.promote.promote`, the promotion gate), which the pipeline
+and the CLI call after this one.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,46 +22,13 @@ import pandas as pd
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics, naive_scales
-from ml.features import (
-    FEATURES,
-    HORIZONS,
-    VOLATILITY,
-    WindowSet,
-    build_feature_frame,
-    make_windows,
-)
+from ml.features import FEATURES, HORIZONS, VOLATILITY, build_feature_frame
+from ml.fitting import TrainConfig, split_windows
 from ml.folds import Fold
-from ml.model import ModelParams
+from ml.tuned import resolve_params
 
 if TYPE_CHECKING:
     from ml.context import RunContext
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    params: ModelParams = field(default_factory=ModelParams)
-    validation_days: int = 126
-    stop_days: int = 63
-    train_years: float | None = 10.0
-    max_train_samples: int | None = 200_000
-    tickers: tuple[str, ...] | None = None
-    # Start from the best parameters of the latest `stockcast tune` run; settings given here
-    # that differ from the defaults still win.
-    use_tuned: bool = True
-    # The promotion gate's walk-forward comparison with naive and the champion.
-    gate_folds: int = 2
-    gate_test_days: int = 21
-
-
-def resolve_params(config: TrainConfig) -> tuple[ModelParams, str | None]:
-    if not config.use_tuned:
-        return config.params, None
-    from ml.tune import best_params
-
-    tuned, tune_run_id = best_params()
-    defaults = ModelParams()
-    explicit = {k: v for k, v in config.params.as_dict().items() if v != getattr(defaults, k)}
-    return replace(tuned, **explicit), tune_run_id
 
 
 @dataclass
@@ -66,85 +38,15 @@ class TrainResult:
     metrics: pd.DataFrame
     n_train: int
     n_validation: int
-    gate: object = None  # ml.gate.GateDecision
+    # The config the model was fit with: tuned parameters resolved, explicit settings laid over
+    # them. The promotion gate refits these settings on its walk-forward folds.
+    config: TrainConfig
 
 
-@dataclass
-class Split:
-    fit: WindowSet
-    stop: WindowSet
-    validation: WindowSet
-    bounds: dict
+def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> TrainResult:
+    """Train, evaluate against naive on the held-out period, log and register the model.
 
-
-def fit_and_stop_windows(
-    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp
-) -> tuple[WindowSet, WindowSet, pd.Timestamp]:
-    """Fit and early-stopping windows for a model that must know nothing from ``before`` on.
-
-    The ``stop_days`` trading dates before ``before`` drive early stopping; fit samples are
-    purged so their targets end before that block, and stop samples so theirs end before
-    ``before``. Returns (fit, stop, stop_start).
-    """
-    dates = np.sort(frame.loc[frame["trade_date"] < before, "trade_date"].unique())
-    needed = config.stop_days + config.params.window + 2 * HORIZONS
-    if len(dates) < needed:
-        raise ValueError(
-            f"only {len(dates)} trading dates before {before.date()}; a fit needs at least "
-            f"{needed} (window {config.params.window} + early-stopping {config.stop_days} + "
-            "purge gaps)"
-        )
-    stop_start = pd.Timestamp(dates[-config.stop_days])
-    fit_from = None
-    if config.train_years:
-        fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
-    window = config.params.window
-    fit = make_windows(
-        frame,
-        window,
-        as_of_from=fit_from,
-        targets_before=stop_start,
-        max_samples=config.max_train_samples,
-        seed=config.params.seed,
-    )
-    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=before)
-    if len(fit) == 0:
-        raise ValueError(f"no complete training windows before {stop_start.date()}")
-    return fit, stop, stop_start
-
-
-def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
-    """Purged time split of all windows into fit / early-stopping / validation sets."""
-    dates = np.sort(frame["trade_date"].unique())
-    if len(dates) <= config.validation_days:
-        raise ValueError(
-            f"only {len(dates)} trading dates in the mart; validation alone needs "
-            f"{config.validation_days}"
-        )
-    val_start = pd.Timestamp(dates[-config.validation_days])
-    fit, stop, stop_start = fit_and_stop_windows(frame, config, before=val_start)
-    validation = make_windows(frame, config.params.window, as_of_from=val_start)
-    if len(validation) == 0:
-        raise ValueError("not enough complete windows to validate")
-    bounds = {
-        "data_start": str(pd.Timestamp(dates[0]).date()),
-        "data_end": str(pd.Timestamp(dates[-1]).date()),
-        "fit_as_of_start": str(pd.Timestamp(fit.as_of_dates.min()).date()),
-        "fit_as_of_end": str(pd.Timestamp(fit.as_of_dates.max()).date()),
-        "stop_start": str(stop_start.date()),
-        "validation_start": str(val_start.date()),
-    }
-    return Split(fit, stop, validation, bounds)
-
-
-def train(
-    ctx: RunContext,
-    config: TrainConfig | None = None,
-    progress=None,
-    force: bool = False,
-) -> TrainResult:
-    """Train, evaluate against naive on the held-out period, log and register the model, and
-    let the promotion gate decide whether it becomes `champion` or `challenger`."""
+    The registered version has no alias yet: :func:`ml.promote.promote` gives it one."""
     from ml.warehouse.preflight import check_local_store, check_warehouse
 
     # Train reads the warehouse and writes the MLflow store: both are checked before minutes of
@@ -169,9 +71,6 @@ def train(
         say(f"using tuned parameters from tune run {tune_run_id}")
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
-    # The gate runs first: its walk-forward fits are freed before the final fit's windows are
-    # built, which keeps peak memory at one fit's worth.
-    decision = _gate(frame, config, force, say)
     split = split_windows(frame, config)
     say(
         f"windows: {len(split.fit):,} fit, {len(split.stop):,} early-stop, "
@@ -254,36 +153,6 @@ def train(
         mlflow.log_text(json.dumps(meta, indent=2), "model_meta.json")
         version = registry.log_forecaster(forecaster, meta, split.validation.x[:8])
         mlflow.set_tag("registered_version", version)
-        registry.set_alias(version, decision.alias)
-        mlflow.set_tags(decision.tags())
-        mlflow.log_metric("gate_candidate_rel_mae", decision.candidate_rel_mae)
-        if decision.champion_rel_mae is not None:
-            mlflow.log_metric("gate_champion_rel_mae", decision.champion_rel_mae)
     return TrainResult(
-        run.info.run_id, version, metrics, len(split.fit), len(split.validation), decision
+        run.info.run_id, version, metrics, len(split.fit), len(split.validation), config
     )
-
-
-def _gate(frame: pd.DataFrame, config: TrainConfig, force: bool, say):
-    from ml import registry
-    from ml.gate import compare_on_same_folds, decide
-
-    current = registry.champion_settings()
-    champion_params = ModelParams(**current[1]["params"]) if current else None
-    say(
-        f"promotion gate: walk-forward over {config.gate_folds} folds of "
-        f"{config.gate_test_days} days, candidate"
-        + (f" vs champion v{current[0]}" if current else "")
-        + " vs naive"
-    )
-    candidate_rel, champion_rel, _ = compare_on_same_folds(
-        frame,
-        config,
-        config.params,
-        champion_params,
-        n_folds=config.gate_folds,
-        test_days=config.gate_test_days,
-    )
-    decision = decide(candidate_rel, champion_rel, current[0] if current else None, force)
-    say(f"gate: {decision.alias}: {decision.reason}")
-    return decision

@@ -4,7 +4,7 @@ Each trial runs the walk-forward backtest (LSTM and naive on the same folds, eve
 its fold) and scores the pooled relative MAE against naive averaged over horizons: lower is
 better, below 1 beats naive. Never a shuffled split. Every trial is a nested MLflow run under
 one parent; the best parameters are stored on the parent run (tag ``stage=tune``) and
-:func:`best_params` hands them to ``train``.
+:func:`ml.tuned.best_params` hands them to ``train``.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from ml.backtest import BacktestConfig, run_backtest
-from ml.config import EXPERIMENT_NAME
 from ml.data import load_indicators
 from ml.evaluate import skill_by_model
 from ml.features import build_feature_frame
+from ml.fitting import TrainConfig
 from ml.model import ModelParams
-from ml.train import TrainConfig
+from ml.tuned import TUNED_FIELDS
 
 if TYPE_CHECKING:
     from ml.context import RunContext
-
-TUNED_FIELDS = ("window", "units", "layers", "dropout", "learning_rate", "epochs")
 
 
 @dataclass
@@ -111,25 +109,3 @@ def tune(
         mlflow.set_tag("best_params", json.dumps({k: getattr(best, k) for k in TUNED_FIELDS}))
     trials_frame = study.trials_dataframe(attrs=("number", "value", "params"))
     return TuneResult(parent.info.run_id, best, float(study.best_value), trials_frame)
-
-
-def best_params(base: ModelParams | None = None) -> tuple[ModelParams, str | None]:
-    """The best parameters of the latest tune run (or ``base`` if none), and that run's id."""
-    import mlflow
-
-    base = base or ModelParams()
-    experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
-    if experiment is None:
-        return base, None
-    runs = mlflow.search_runs(
-        [experiment.experiment_id],
-        filter_string="tags.stage = 'tune' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if runs.empty or "tags.best_params" not in runs:
-        return base, None
-    tuned = json.loads(runs.iloc[0]["tags.best_params"])
-    return replace(base, **{k: v for k, v in tuned.items() if k in TUNED_FIELDS}), str(
-        runs.iloc[0]["run_id"]
-    )

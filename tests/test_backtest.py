@@ -17,8 +17,8 @@ pytest.importorskip("tensorflow")
 from ml.backtest import BacktestConfig, run_backtest
 from ml.evaluate import POOLED
 from ml.features import build_feature_frame
+from ml.fitting import TrainConfig
 from ml.model import ModelParams
-from ml.train import TrainConfig
 
 pytestmark = [
     pytest.mark.slow,
@@ -179,8 +179,10 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from ml.promote import promote
     from ml.train import train
-    from ml.tune import best_params, tune
+    from ml.tune import tune
+    from ml.tuned import best_params
 
     _, _, ctx = stored
     settings = ctx.settings
@@ -207,14 +209,29 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     run = client.get_run(trained.run_id)
     assert run.data.tags["tuned_from_run"] == result.run_id
     assert run.data.params["units"] == "4"
+    assert trained.config.params.units == 4 and trained.config.params.epochs == 1
+    # Training registers and stops there: the promotion stage gives the version its alias.
+    assert "gate_alias" not in run.data.tags
+    assert not client.get_model_version("stockcast-lstm", trained.model_version).aliases
+    messages: list[str] = []
+    decision = promote(ctx, trained, progress=messages.append)
+    run = client.get_run(trained.run_id)
     # The gate decided and recorded why; a forced promotion is recorded as such.
-    assert run.data.tags["gate_alias"] in {"champion", "challenger"}
-    assert run.data.tags["gate_reason"]
+    assert run.data.tags["gate_alias"] == decision.alias
+    assert decision.alias in {"champion", "challenger"}
+    assert run.data.tags["gate_reason"] == decision.reason
     assert float(run.data.tags["gate_candidate_rel_mae"]) > 0
-    forced = train(ctx, TINY.train, force=True)
+    assert run.data.metrics["gate_candidate_rel_mae"] == decision.candidate_rel_mae
+    version = client.get_model_version("stockcast-lstm", trained.model_version)
+    assert version.aliases == [decision.alias]
+    # Progress: the gate says what it compares and what it decided.
+    assert messages[0].startswith("promotion gate: walk-forward over")
+    assert messages[-1].startswith(f"gate: {decision.alias}: ")
+    forced = train(ctx, TINY.train)
+    forced_decision = promote(ctx, forced, force=True)
     forced_run = client.get_run(forced.run_id)
     assert forced_run.data.tags["gate_forced"] == "True"
-    assert forced.gate.alias == "champion"
+    assert forced_decision.alias == "champion"
     champion = client.get_model_version_by_alias("stockcast-lstm", "champion")
     assert str(champion.version) == forced.model_version
 

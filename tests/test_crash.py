@@ -246,7 +246,9 @@ from pathlib import Path
 from ml.context import build_context
 from ml.ingest import ingest_paths
 from ml.model import ModelParams
-from ml.train import TrainConfig, train
+from ml.fitting import TrainConfig
+from ml.promote import promote
+from ml.train import train
 from ml.transform import run_dbt
 
 ctx = build_context()
@@ -254,10 +256,11 @@ assert ingest_paths(ctx, [Path(p) for p in sys.argv[1:]]).ok
 ctx.warehouse.ensure_schema()
 run_dbt(["build", "--select", "+fct_daily_indicators", "--exclude-resource-type", "test",
          "--exclude-resource-type", "unit_test"], ctx.settings)
-train(ctx, TrainConfig(
+trained = train(ctx, TrainConfig(
     params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
     validation_days=60, stop_days=30, max_train_samples=2000, use_tuned=False, gate_folds=1,
 ))
+assert promote(ctx, trained).alias == "champion"  # the bootstrap champion
 """
 
 

@@ -41,9 +41,9 @@ def learnable_frame():
 @pytest.mark.slow
 def test_gate_refuses_a_weakened_model_and_accepts_a_good_one(learnable_frame):
     pytest.importorskip("tensorflow")
+    from ml.fitting import TrainConfig
     from ml.gate import compare_on_same_folds
     from ml.model import ModelParams
-    from ml.train import TrainConfig
 
     good = ModelParams(window=10, units=16, dropout=0.0, learning_rate=0.005, epochs=10,
                        batch_size=128, seed=1)  # fmt: skip

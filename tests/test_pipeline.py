@@ -12,8 +12,8 @@ from helpers import YAHOO, isolated_home
 pytest.importorskip("tensorflow")
 
 from ml.config import CHAMPION_ALIAS, MODEL_NAME
+from ml.fitting import TrainConfig
 from ml.model import ModelParams
-from ml.train import TrainConfig
 
 pytestmark = [
     pytest.mark.slow,

@@ -236,9 +236,9 @@ def test_a_file_disagreeing_with_the_history_is_quarantined_with_evidence_or_rep
 def test_after_the_refresh_job_the_uploads_end_as_forecasts(cloud):
     """The separate job (dbt build on BigQuery -> train -> score -> marts) on what the function
     loaded."""
+    from ml.fitting import TrainConfig
     from ml.model import ModelParams
     from ml.pipeline import refresh
-    from ml.train import TrainConfig
 
     tiny = TrainConfig(
         params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
