@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
@@ -161,8 +162,12 @@ FORECASTERS: dict[str, Forecaster] = {
 
 
 def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> BacktestResult:
-    """Walk forward over the folds; pure apart from model fitting (no I/O)."""
+    """Walk forward over the folds; pure apart from model fitting (no I/O).
+
+    ``progress`` hears each fold as it starts and each model as it finishes in that fold
+    (fold i/n, model, seconds taken, seconds since the start)."""
     say = progress or (lambda message: None)
+    started = time.perf_counter()
     forecasters = dict(FORECASTERS)
     for name, params in config.variants.items():
         forecasters[name] = partial(_lstm, train=replace(config.train, params=params))
@@ -182,11 +187,16 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
             f"{fold.test_end.date()}, {len(origins):,} origins"
         )
         for name in config.models:
+            model_started = time.perf_counter()
             predicted, bounds = forecasters[name](frame, fold, origins, config)
             predicted = np.asarray(predicted, dtype=float)
             keys = (origins.tickers, origins.as_of_dates, origins.as_of_close, origins.y)
             forecasts.append(forecast_frame(name, fold.index, *keys, predicted, bounds))
-            say(f"  {name}: done")
+            now = time.perf_counter()
+            say(
+                f"  fold {fold.index + 1}/{len(folds)} {name}: done in {now - model_started:.1f}s "
+                f"({now - started:.0f}s elapsed)"
+            )
     forecasts = pd.concat(forecasts, ignore_index=True)
     metrics = backtest_metrics(forecasts, naive_scales(frame, folds))
     return BacktestResult(folds, forecasts, metrics)

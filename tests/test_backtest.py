@@ -224,8 +224,9 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     assert run.data.metrics["gate_candidate_rel_mae"] == decision.candidate_rel_mae
     version = client.get_model_version("stockcast-lstm", trained.model_version)
     assert version.aliases == [decision.alias]
-    # Progress: the gate says what it compares and what it decided.
+    # Progress as it goes: the gate's folds and models, with the time taken.
     assert messages[0].startswith("promotion gate: walk-forward over")
+    assert any(m.startswith("  fold 1/") and "candidate: done in" in m for m in messages)
     assert messages[-1].startswith(f"gate: {decision.alias}: ")
     forced = train(ctx, TINY.train)
     forced_decision = promote(ctx, forced, force=True)

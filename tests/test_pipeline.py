@@ -92,6 +92,21 @@ def test_forecasts_carry_nested_prediction_intervals_that_widen(pipeline_run):
     assert by_horizon.loc[10] > by_horizon.loc[1]
 
 
+def test_promotion_is_its_own_stage_after_training(pipeline_run):
+    """Train registers the model; the promote stage (the gate) then decides its alias, showing
+    the walk-forward folds and models as they finish."""
+    messages, report = pipeline_run["messages"], pipeline_run["report"]
+    assert list(report.stage_seconds) == ["ingest", "transform", "train", "promote", "score",
+                                          "publish"]  # fmt: skip
+    train, promote = messages.index("== train"), messages.index("== promote (promotion gate)")
+    assert any(m.startswith("epoch 1/") for m in messages[train:promote])
+    gate = messages[promote + 1 :]
+    assert gate[0] == "promotion gate: walk-forward over 2 folds of 21 days, candidate vs naive"
+    assert any(m.startswith("  fold 2/2 candidate: done in") for m in gate)
+    assert report.gate.alias == "champion"  # the first model: no champion before it
+    assert any(m.startswith(f"gate: champion: {report.gate.reason}") for m in gate)
+
+
 def test_null_bars_are_refused_not_fatal(pipeline_run):
     refused = pipeline_run["warehouse"].query_df(
         "select source_file, line_number, reason from raw.rejected_rows"
