@@ -68,10 +68,13 @@ def load_prices(ctx) -> None:
 
     warehouse = ctx.warehouse
     yahoo_files = [YAHOO / f"{t}.csv.gz" for t in YAHOO_TICKERS]
-    # Kaggle first: its AAPL rows are then replaced by the Yahoo history, so each ticker's
-    # series comes from one vendor. GSPC rows with open = 0 are refused by ingest.
-    report = ingest_paths(ctx, [KAGGLE, *yahoo_files, GSPC])
-    assert report.ok, report.summary_lines()
+    # Kaggle first, then the Yahoo histories with --replace: where they disagree (AAPL: Kaggle
+    # is not adjusted for the 4:1 split of 2020) Yahoo's replace Kaggle's rows, so each
+    # ticker's series comes from one vendor. GSPC rows with open = 0 are refused by ingest.
+    first = ingest_paths(ctx, [KAGGLE])
+    report = ingest_paths(ctx, [*yahoo_files, GSPC], replace=True)
+    assert first.ok and report.ok, first.summary_lines() + report.summary_lines()
+    assert "AAPL" in report.files[YAHOO_TICKERS.index("AAPL")].history_replaced
     flat = _synthetic_flat_series().assign(
         ticker=SYNTHETIC_FLAT, source_file="synthetic", ingested_at=pd.Timestamp.now()
     )
