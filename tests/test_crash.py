@@ -1,5 +1,6 @@
-"""Killing `stockcast ingest` or `stockcast score` at any point and rerunning it gives the
-uninterrupted result: nothing lost, nothing duplicated, no half-written file or forecast set.
+"""Killing `stockcast ingest`, `score` or `train` at any point and rerunning it gives the
+uninterrupted result: nothing lost, nothing duplicated, no half-written file or forecast set, no
+model left without its alias.
 
 Real processes, real SIGKILL. Some kills are timed from outside (after a delay, or on a line
 of output); the others land at exact points inside a write transaction: a small wrapper runs
@@ -334,3 +335,87 @@ def test_a_rescore_killed_inside_its_write_keeps_the_old_forecasts_then_reruns(s
         pd.testing.assert_frame_equal(_forecasts(home), expected, obj=point)
     _run(home, "score")
     pd.testing.assert_frame_equal(_forecasts(home), expected)
+
+
+# --- train -------------------------------------------------------------------------------------
+
+# Prices and the indicator mart, no model yet.
+PREPARE = """
+import sys
+from pathlib import Path
+from ml.context import build_context
+from ml.ingest import ingest_paths
+from ml.transform import run_dbt
+
+ctx = build_context()
+assert ingest_paths(ctx, [Path(p) for p in sys.argv[1:]]).ok
+ctx.warehouse.ensure_schema()
+run_dbt(["build", "--select", "+fct_daily_indicators", "--exclude-resource-type", "test",
+         "--exclude-resource-type", "unit_test"], ctx.settings)
+"""
+
+# The real CLI, SIGKILLed when promotion is about to set the alias: the version is registered,
+# its run logged, and no alias points at it.
+KILL_BEFORE_ALIAS = """
+import os, signal, sys
+import ml.registry as registry
+
+def die(*args, **kwargs):
+    sys.stdout.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+registry.set_alias = die
+from ml.cli import main
+main(sys.argv[1:], prog_name="stockcast")
+"""
+
+TINY_TRAIN = ("train", "--epochs", "1", "--window", "10", "--units", "4",
+              "--max-train-samples", "2000", "--ignore-tuned")  # fmt: skip
+
+
+def _store(home: Path) -> dict:
+    """The MLflow store of a home: champion version, versions and run states."""
+    from mlflow.tracking import MlflowClient
+
+    from ml.config import CHAMPION_ALIAS, MODEL_NAME
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    # Aliases live on the registered model (search results leave them empty).
+    aliases = client.get_registered_model(MODEL_NAME).aliases if versions else {}
+    champion = [aliases[CHAMPION_ALIAS]] if CHAMPION_ALIAS in aliases else []
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], max_results=1000
+    )
+    return {
+        "champion": champion,
+        "versions": sorted(int(v.version) for v in versions),
+        "version_states": {v.status for v in versions},
+        "run_states": sorted(r.info.status for r in runs),
+    }
+
+
+def test_a_train_killed_between_registering_and_promoting_converges_on_rerun(tmp_path):
+    pytest.importorskip("tensorflow")
+    home = tmp_path / "home"
+    done = subprocess.run(
+        [sys.executable, "-c", PREPARE, str(YAHOO / "HWM.csv.gz"), str(YAHOO / "FTV.csv.gz")],
+        env=_env(home), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_ALIAS, *TINY_TRAIN],
+                            env=_env(home), capture_output=True, text=True,
+                            timeout=900)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    before = _store(home)
+    assert before["versions"] == [1] and before["champion"] == []  # the half-done state
+
+    rerun = _run(home, *TINY_TRAIN)
+    after = _store(home)
+    assert len(after["champion"]) == 1, rerun.stdout  # one champion, as after a clean train
+    assert after["versions"] == [1, 2]  # the interrupted version is kept, not re-registered
+    assert after["version_states"] == {"READY"}
+    assert "RUNNING" not in after["run_states"]  # the killed run is marked FAILED
+    scored = _run(home, "score")
+    assert "wrote 20 rows to ml.predicted_prices for 2 tickers (model v1" in scored.stdout
