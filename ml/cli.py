@@ -525,7 +525,10 @@ def _show_forecasts(ctx) -> None:
     click.echo(f"models and runs: MLflow at {ctx.settings.mlflow_tracking_uri}")
 
 
-@main.command(help="The main job: ingest -> transform -> train (if no champion) -> score -> marts.")
+@main.command(
+    help="The main job: ingest -> transform -> train + promote (if no champion or new "
+    "tickers) -> score -> marts."
+)
 @click.argument("paths", nargs=-1, required=True, type=PATHS)
 @click.option("--ticker", help="Ticker for files that carry none.")
 @click.option("--replace", is_flag=True, help=REPLACE_HELP)
@@ -537,8 +540,8 @@ def run(paths, ticker, replace, retrain, force, **options) -> None:
 
 
 @main.command(
-    help="Everything after loading: dbt build -> train (if no champion) -> score -> marts. "
-    "The scheduled job in production, where uploads are loaded by the upload function."
+    help="Everything after loading: dbt build -> train + promote (if no champion or new "
+    "tickers) -> score -> marts. The scheduled job in production, where uploads are loaded by the upload function."
 )
 @click.option("--retrain", is_flag=True, help="Train a new model even if a champion exists.")
 @_train_options(tickers=False)
