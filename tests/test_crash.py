@@ -379,7 +379,9 @@ def _store(home: Path) -> dict:
 
     from ml.config import CHAMPION_ALIAS, MODEL_NAME
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+    # Both URIs: the registry would otherwise be the one an earlier test set process-wide.
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions(f"name = '{MODEL_NAME}'")
     # Aliases live on the registered model (search results leave them empty).
     aliases = client.get_registered_model(MODEL_NAME).aliases if versions else {}
