@@ -239,17 +239,13 @@ def test_an_ingest_killed_while_reloading_keeps_the_earlier_load(tmp_path):
 # --- score -------------------------------------------------------------------------------------
 
 
-# Two tickers loaded, their indicator mart built (what it needs, without the tests), a tiny
-# champion registered. In a child process: it gets the bytecode cache of _env.
-TRAIN = """
+# Two tickers loaded and their indicator mart built (what it needs, without the tests); TRAIN
+# also registers a tiny champion. In a child process: it gets the bytecode cache of _env.
+PREPARE = """
 import sys
 from pathlib import Path
 from ml.context import build_context
 from ml.ingest import ingest_paths
-from ml.model import ModelParams
-from ml.fitting import TrainConfig
-from ml.promote import promote
-from ml.train import train
 from ml.transform import run_dbt
 
 ctx = build_context()
@@ -257,12 +253,23 @@ assert ingest_paths(ctx, [Path(p) for p in sys.argv[1:]]).ok
 ctx.warehouse.ensure_schema()
 run_dbt(["build", "--select", "+fct_daily_indicators", "--exclude-resource-type", "test",
          "--exclude-resource-type", "unit_test"], ctx.settings)
+"""
+
+TRAIN = (
+    PREPARE
+    + """
+from ml.fitting import TrainConfig
+from ml.model import ModelParams
+from ml.promote import promote
+from ml.train import train
+
 trained = train(ctx, TrainConfig(
     params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
     validation_days=60, stop_days=30, max_train_samples=2000, use_tuned=False, gate_folds=1,
 ))
 assert promote(ctx, trained).alias == "champion"  # the bootstrap champion
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -338,21 +345,6 @@ def test_a_rescore_killed_inside_its_write_keeps_the_old_forecasts_then_reruns(s
 
 
 # --- train -------------------------------------------------------------------------------------
-
-# Prices and the indicator mart, no model yet.
-PREPARE = """
-import sys
-from pathlib import Path
-from ml.context import build_context
-from ml.ingest import ingest_paths
-from ml.transform import run_dbt
-
-ctx = build_context()
-assert ingest_paths(ctx, [Path(p) for p in sys.argv[1:]]).ok
-ctx.warehouse.ensure_schema()
-run_dbt(["build", "--select", "+fct_daily_indicators", "--exclude-resource-type", "test",
-         "--exclude-resource-type", "unit_test"], ctx.settings)
-"""
 
 # The real CLI, SIGKILLed when promotion is about to set the alias: the version is registered,
 # its run logged, and no alias points at it.
