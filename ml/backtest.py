@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from ml.context import RunContext
 
 MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
+# LSTM ablations: the same fit per fold as `lstm`, published another way.
+LSTM_ABLATIONS = ("lstm_raw", "lstm_volscale")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class BacktestConfig:
     models: tuple[str, ...] = MODEL_NAMES
     train: TrainConfig = field(default_factory=TrainConfig)
     peer_epochs: int = 5
+    # A fit is reused for a later fold that starts within this many trading days of the fit's
+    # cutoff (honest: it saw nothing after the cutoff); 0 refits in every fold.
+    refit_days: int = 126
     tickers: tuple[str, ...] | None = None
     # Extra LSTM models by name, each with its own settings (e.g. a candidate and the champion
     # compared on the same folds by the promotion gate).
@@ -79,22 +84,75 @@ class BacktestResult:
 Forecaster = Callable[[pd.DataFrame, Fold, WindowSet, BacktestConfig], tuple]
 
 
-def _lstm(frame, fold, origins, config, train: TrainConfig | None = None):
-    """The Stockcast LSTM refit on the fold's past; intervals calibrated on its stop block."""
-    from ml import intervals
+def _trading_days_between(frame: pd.DataFrame, first: pd.Timestamp, last: pd.Timestamp) -> int:
+    dates = frame["trade_date"].to_numpy()
+    between = (dates >= np.datetime64(first)) & (dates < np.datetime64(last))
+    return len(np.unique(dates[between]))
+
+
+def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
+    """The LSTM for ``fold`` and its location and scale on the fold's calibration block.
+
+    A network fit before an earlier fold knows nothing of this one either, so it is reused
+    while the fold starts within ``config.refit_days`` trading days of that fit's cutoff;
+    otherwise it is refit on everything before the fold. The calibration block is always the
+    ``stop_days`` trading dates just before the fold (targets purged at its start): for a fresh
+    fit that is its early-stopping block, for a reused one the latest data it has not seen.
+    """
     from ml.model import fit_forecaster
+
+    latest = cache.get(train) if cache is not None else None
+    if latest is not None and not (
+        latest[1] <= fold.test_start
+        and _trading_days_between(frame, latest[1], fold.test_start) <= config.refit_days
+    ):
+        latest = None
+    if latest is None:
+        fit, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start)
+        model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params)
+        del fit
+        latest = (model, fold.test_start)
+        if cache is not None:
+            cache[train] = latest
+    else:
+        _, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start, fit=False)
+    model = latest[0]
+    return model, stop, *model.predict_distribution(stop.x)
+
+
+def _lstm(
+    frame,
+    fold,
+    origins,
+    config,
+    train: TrainConfig | None = None,
+    cache: dict | None = None,
+    shrink: bool = True,
+    model_scale: bool = True,
+):
+    """The Stockcast LSTM refit on the fold's past, published as it is in production: its
+    location shrunk toward naive per horizon and conformal intervals around that scaled by its
+    own scale head, both calibrated on the fold's early-stopping block.
+
+    ``shrink=False`` (model ``lstm_raw``) publishes the network's location as it is;
+    ``model_scale=False`` (``lstm_volscale``) scales the intervals by the 20-day volatility
+    instead of the scale head (the method before the head existed)."""
+    from ml import combine, intervals
 
     train = train or config.train
     if train.params.window != origins.x.shape[1]:
         origins = _same_origins(frame, origins, train.params.window)
-    fit, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start)
-    model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params)
-    predicted = model.predict(origins.x)
+    model, stop, stop_location, stop_scale = _fit_lstm(frame, fold, config, train, cache)
+    location, scale = model.predict_distribution(origins.x)
     if len(stop) == 0:
-        return predicted, None
-    residuals = stop.y - model.predict(stop.x)
-    quantiles = intervals.calibrate(residuals, stop.x[:, -1, VOLATILITY])
-    return predicted, intervals.apply(predicted, origins.x[:, -1, VOLATILITY], quantiles)
+        return location, None
+    if not model_scale:
+        stop_scale = intervals.volatility_scale(stop.x[:, -1, VOLATILITY], HORIZONS)
+        scale = intervals.volatility_scale(origins.x[:, -1, VOLATILITY], HORIZONS)
+    calibration = combine.calibrate(
+        stop.y, stop_location, stop_scale, stop.as_of_dates, shrink=shrink
+    )
+    return combine.publish(location, scale, calibration)
 
 
 def _same_origins(frame: pd.DataFrame, origins: WindowSet, window: int) -> WindowSet:
@@ -169,8 +227,12 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
     say = progress or (lambda message: None)
     started = time.perf_counter()
     forecasters = dict(FORECASTERS)
+    cache: dict = {}  # the latest LSTM fit per settings, shared by its variants and folds
+    forecasters["lstm"] = partial(_lstm, cache=cache)
+    forecasters["lstm_raw"] = partial(_lstm, cache=cache, shrink=False)
+    forecasters["lstm_volscale"] = partial(_lstm, cache=cache, model_scale=False)
     for name, params in config.variants.items():
-        forecasters[name] = partial(_lstm, train=replace(config.train, params=params))
+        forecasters[name] = partial(_lstm, train=replace(config.train, params=params), cache=cache)
     unknown = set(config.models) - set(forecasters)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(forecasters)}")

@@ -45,13 +45,14 @@ class Split:
 
 
 def fit_and_stop_windows(
-    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp
-) -> tuple[WindowSet, WindowSet, pd.Timestamp]:
+    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp, *, fit: bool = True
+) -> tuple[WindowSet | None, WindowSet, pd.Timestamp]:
     """Fit and early-stopping windows for a model that must know nothing from ``before`` on.
 
     The ``stop_days`` trading dates before ``before`` drive early stopping; fit samples are
     purged so their targets end before that block, and stop samples so theirs end before
-    ``before``. Returns (fit, stop, stop_start).
+    ``before``. Returns (fit, stop, stop_start); fit is None with ``fit=False`` (only the
+    stop block is wanted, e.g. to recalibrate a network fit earlier).
     """
     dates = np.sort(frame.loc[frame["trade_date"] < before, "trade_date"].unique())
     needed = config.stop_days + config.params.window + 2 * HORIZONS
@@ -66,7 +67,10 @@ def fit_and_stop_windows(
     if config.train_years:
         fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
     window = config.params.window
-    fit = make_windows(
+    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=before)
+    if not fit:
+        return None, stop, stop_start
+    fit_set = make_windows(
         frame,
         window,
         as_of_from=fit_from,
@@ -74,10 +78,9 @@ def fit_and_stop_windows(
         max_samples=config.max_train_samples,
         seed=config.params.seed,
     )
-    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=before)
-    if len(fit) == 0:
+    if len(fit_set) == 0:
         raise ValueError(f"no complete training windows before {stop_start.date()}")
-    return fit, stop, stop_start
+    return fit_set, stop, stop_start
 
 
 def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:

@@ -1,8 +1,15 @@
-"""The forecasting model: one global Keras LSTM across all tickers.
+"""The forecasting model: one global Keras LSTM across all tickers, with a location-scale head.
 
 Pure: arrays in, arrays out, no I/O. Inputs are (samples, window, features) windows from
-:mod:`ml.features`; outputs are log returns from the as-of close for horizons 1..H.
+:mod:`ml.features`; for horizons 1..H the network gives the expected log return from the
+as-of close (the location) and the log of the spread of the return around it (the scale).
 Normalisation statistics are fit on training arrays only and travel with the model.
+
+Why a scale head: daily returns are close to unpredictable, their volatility is not. The
+location is trained by squared error; the scale by the Gaussian negative log-likelihood of the
+location's residual (the residual held fixed, so the scale never pulls the location). The
+scale's level is later calibrated conformally (:mod:`ml.intervals`), so it only has to rank
+and shape the spread well, not be Gaussian.
 """
 
 from __future__ import annotations
@@ -64,6 +71,27 @@ def set_seeds(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
+# Keep exp(log_scale) finite in float32 on the standardized target scale.
+LOG_SCALE_BOUND = 7.0
+
+
+def location_scale_loss(horizons: int):
+    """Squared error of the location plus the Gaussian NLL of its residual under the scale.
+
+    ``y_pred`` is ``[location (H), log_scale (H)]`` on the standardized target scale."""
+    from keras import ops
+
+    def loss(y_true, y_pred):
+        location = y_pred[:, :horizons]
+        log_scale = ops.clip(y_pred[:, horizons:], -LOG_SCALE_BOUND, LOG_SCALE_BOUND)
+        residual = y_true - location
+        squared = ops.square(ops.stop_gradient(residual))
+        nll = log_scale + 0.5 * squared * ops.exp(-2.0 * log_scale)
+        return ops.mean(ops.square(residual), axis=-1) + ops.mean(nll, axis=-1)
+
+    return loss
+
+
 def build_network(window: int, n_features: int, horizons: int, params: ModelParams):
     import keras
     from keras import layers
@@ -74,11 +102,11 @@ def build_network(window: int, n_features: int, horizons: int, params: ModelPara
         x = layers.LSTM(params.units, return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
         if params.dropout > 0:
             x = layers.Dropout(params.dropout, name=f"dropout_{i}")(x)
-    outputs = layers.Dense(horizons, name="log_returns")(x)
+    outputs = layers.Dense(2 * horizons, name="location_log_scale")(x)
     model = keras.Model(inputs, outputs, name="stockcast_lstm")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
-        loss="mse",
+        loss=location_scale_loss(horizons),
     )
     return model
 
@@ -90,12 +118,21 @@ class FittedForecaster:
     y_scaler: Standardizer
     history: dict
 
-    def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-        """Log returns (samples, horizons) for raw feature windows."""
+    def predict_distribution(
+        self, x: np.ndarray, batch_size: int = 4096
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Expected log returns and their scales, each (samples, horizons), for raw windows."""
+        horizons = self.y_scaler.mean.shape[0]
         if len(x) == 0:
-            return np.empty((0, self.y_scaler.mean.shape[0]))
-        scaled = self.network.predict(self.x_scaler.transform(x), batch_size=batch_size, verbose=0)
-        return self.y_scaler.inverse(scaled)
+            return np.empty((0, horizons)), np.empty((0, horizons))
+        out = self.network.predict(self.x_scaler.transform(x), batch_size=batch_size, verbose=0)
+        location = self.y_scaler.inverse(out[:, :horizons])
+        log_scale = np.clip(out[:, horizons:], -LOG_SCALE_BOUND, LOG_SCALE_BOUND)
+        return location, np.exp(log_scale) * self.y_scaler.std
+
+    def predict(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+        """Expected log returns (samples, horizons) for raw feature windows."""
+        return self.predict_distribution(x, batch_size)[0]
 
 
 def fit_forecaster(

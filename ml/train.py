@@ -22,7 +22,7 @@ import pandas as pd
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics, naive_scales
-from ml.features import FEATURES, HORIZONS, VOLATILITY, build_feature_frame
+from ml.features import FEATURES, HORIZONS, build_feature_frame
 from ml.fitting import TrainConfig, split_windows
 from ml.folds import Fold
 from ml.tuned import resolve_params
@@ -57,7 +57,7 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
 
     import mlflow
 
-    from ml import intervals, registry
+    from ml import combine, registry
     from ml.model import fit_forecaster
 
     config = config or TrainConfig()
@@ -107,11 +107,20 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
         forecaster = fit_forecaster(
             split.fit.x, split.fit.y, split.stop.x, split.stop.y, params, on_epoch=on_epoch
         )
-        predicted = forecaster.predict(split.validation.x)
-        # Split-conformal intervals calibrated on the held-out (latest) period; the walk-forward
-        # backtest measures their coverage on data they were not calibrated on.
-        interval_quantiles = intervals.calibrate(
-            split.validation.y - predicted, split.validation.x[:, -1, VOLATILITY]
+        location, scale = forecaster.predict_distribution(split.validation.x)
+        # The published forecast: the location shrunk toward naive per horizon, with conformal
+        # intervals scaled by the scale head, both calibrated on the held-out (latest) period.
+        # The walk-forward backtest measures them on data they were not calibrated on.
+        calibration = combine.calibrate(
+            split.validation.y, location, scale, split.validation.as_of_dates
+        )
+        predicted, _ = combine.publish(location, scale, calibration)
+        mlflow.log_metrics(
+            {f"combination_weight_h{h + 1}": w for h, w in enumerate(calibration.weights)}
+        )
+        say(
+            "combination weights on the LSTM (the rest on naive), h1..h10: "
+            + " ".join(f"{w:.2f}" for w in calibration.weights)
         )
         validation_fold = Fold(
             0,
@@ -145,8 +154,7 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
             "window": params.window,
             "horizons": HORIZONS,
             "params": params.as_dict(),
-            "interval_quantiles": interval_quantiles,
-            "interval_calibration_samples": len(split.validation),
+            **calibration.to_dict(),
             "tickers": sorted(frame["ticker"].unique()),
             **split.bounds,
         }

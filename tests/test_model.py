@@ -48,3 +48,21 @@ def test_same_seed_same_predictions():
     first = fit_forecaster(x[:300], y[:300], x[300:350], y[300:350], params).predict(x[350:])
     second = fit_forecaster(x[:300], y[:300], x[300:350], y[300:350], params).predict(x[350:])
     np.testing.assert_allclose(first, second, rtol=1e-6, atol=1e-7)
+
+
+def test_the_scale_head_learns_where_the_spread_is_wide():
+    """Targets are pure noise whose spread is set by the last row's third feature: the
+    location should stay near zero, the scale should follow the true spread."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    x = rng.normal(0, 1, (n, TINY.window, 3)).astype(np.float32)
+    spread = np.exp(0.8 * x[:, -1, 2])[:, None]
+    y = (rng.normal(0, 1, (n, 2)) * spread * 0.01).astype(np.float32)
+    fitted = fit_forecaster(x[:2400], y[:2400], x[2400:2600], y[2400:2600], TINY)
+    location, scale = fitted.predict_distribution(x[2600:])
+    assert location.shape == scale.shape == (400, 2)
+    assert (scale > 0).all()
+    for h in range(2):
+        assert np.corrcoef(np.log(scale[:, h]), np.log(spread[2600:, 0]))[0, 1] > 0.7
+    # The location is the mean: small next to the spread it cannot predict.
+    assert np.abs(location).mean() < 0.3 * np.abs(y[2600:]).mean()

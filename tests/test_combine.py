@@ -1,0 +1,68 @@
+"""The published point forecast: the LSTM shrunk toward naive per horizon (ml.combine)."""
+
+import numpy as np
+import pytest
+
+from ml.combine import Calibration, calibrate, combine, fit_weights, publish
+
+N_DATES, N_TICKERS = 120, 20
+
+
+def _block(signal_strength, horizons=3, seed=0):
+    """Actual and predicted log returns on a block: the forecast carries ``signal_strength``
+    of the true predictable part plus noise of its own."""
+    rng = np.random.default_rng(seed)
+    n = N_DATES * N_TICKERS
+    dates = np.repeat(np.arange(N_DATES), N_TICKERS)
+    predictable = rng.normal(0, 0.01, (n, horizons))
+    actual = signal_strength * predictable + rng.standard_t(5, (n, horizons)) * 0.01
+    predicted = predictable + rng.normal(0, 0.005, (n, horizons))
+    return actual, predicted, dates
+
+
+def test_a_forecast_without_skill_gets_weight_zero_so_the_combination_is_naive():
+    actual, predicted, dates = _block(signal_strength=0.0, seed=1)
+    weights = fit_weights(actual, predicted, dates)
+    np.testing.assert_array_equal(weights, 0.0)
+    np.testing.assert_array_equal(combine(predicted, weights), 0.0)
+
+
+def test_a_forecast_with_skill_keeps_a_weight_and_beats_naive_on_new_data():
+    actual, predicted, dates = _block(signal_strength=1.0, seed=2)
+    weights = fit_weights(actual, predicted, dates)
+    assert (weights > 0.3).all()
+    fresh_actual, fresh_predicted, _ = _block(signal_strength=1.0, seed=3)
+    combined = combine(fresh_predicted, weights)
+    assert (np.abs(fresh_actual - combined).mean(0) < np.abs(fresh_actual).mean(0)).all()
+
+
+def test_weights_shrink_a_forecast_that_overshoots():
+    # The forecast is twice as large as the part of the move it knows: the best weight is
+    # well below 1, and the combination beats both the raw forecast and naive.
+    actual, predicted, dates = _block(signal_strength=0.5, horizons=1, seed=4)
+    weights = fit_weights(actual, predicted, dates)
+    assert 0.2 <= weights[0] <= 0.8
+    fresh_actual, fresh_predicted, _ = _block(signal_strength=0.5, horizons=1, seed=5)
+    mae = lambda p: np.abs(fresh_actual - p).mean()  # noqa: E731
+    assert mae(combine(fresh_predicted, weights)) < min(mae(fresh_predicted), mae(0.0))
+
+
+def test_calibration_round_trips_and_publishes_bounds_around_the_combined_forecast():
+    actual, predicted, dates = _block(signal_strength=1.0, seed=6)
+    scale = np.full_like(actual, 0.01)
+    calibration = calibrate(actual, predicted, scale, dates)
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+    point, bounds = publish(predicted, scale, calibration)
+    np.testing.assert_allclose(point, predicted * np.asarray(calibration.weights))
+    assert (bounds["lower_95"] < bounds["lower_80"]).all()
+    assert (bounds["lower_80"] < point).all() and (point < bounds["upper_80"]).all()
+    fresh_actual, fresh_predicted, _ = _block(signal_strength=1.0, seed=7)
+    point, bounds = publish(fresh_predicted, scale, calibration)
+    inside = (fresh_actual >= bounds["lower_80"]) & (fresh_actual <= bounds["upper_80"])
+    assert inside.mean() == pytest.approx(0.80, abs=0.03)
+
+
+def test_raw_calibration_keeps_the_lstm_as_it_is():
+    actual, predicted, dates = _block(signal_strength=0.0, seed=8)
+    calibration = calibrate(actual, predicted, np.ones_like(actual), dates, shrink=False)
+    assert calibration.weights == (1.0, 1.0, 1.0)
