@@ -374,17 +374,29 @@ def train(force, **options) -> None:
     )
 
 
-@main.command(help="Forecast the next 10 trading days for every ticker with the champion model.")
+@main.command(
+    help="Forecast the next 10 trading days for every ticker with the champion model (while no "
+    "model has passed the promotion gate: the naive_ewma baseline, naive closes with EWMA "
+    "intervals)."
+)
 @click.option("--ticker", "tickers", multiple=True, help="Only these tickers.")
 def score(tickers: tuple[str, ...]) -> None:
     from ml.score import score as run_score
 
     ctx = _context()
+    _require_prices(ctx)  # a fresh home: say what to run first, before MLflow loads
     result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
-    click.echo(
-        f"wrote {result.rows_written} rows to ml.predicted_prices for {result.tickers_scored} "
-        f"tickers (model v{result.model_version}, run {result.run_id})"
-    )
+    if result.baseline:
+        click.echo(
+            f"no model has passed the promotion gate: published the {result.model_name} "
+            f"baseline for {result.tickers_scored} tickers ({result.rows_written} rows in "
+            "ml.predicted_prices; `stockcast train` trains and gates a model)"
+        )
+    else:
+        click.echo(
+            f"wrote {result.rows_written} rows to ml.predicted_prices for "
+            f"{result.tickers_scored} tickers (model v{result.model_version}, run {result.run_id})"
+        )
     if result.tickers_skipped:
         click.echo(f"skipped, too little history: {', '.join(result.tickers_skipped)}")
 

@@ -3,6 +3,11 @@
 Forecasts for horizons 1..10 are dated on the NYSE trading days after the as-of date
 (weekends and exchange holidays skipped) and written to ``ml.predicted_prices``, replacing any
 earlier forecasts for the same (ticker, as-of date) in one transaction.
+
+With no champion (no model has passed the promotion gate, :mod:`ml.gate`), the baseline is
+published instead: the naive point forecast (the as-of close) with RiskMetrics EWMA
+intervals (:func:`ml.baselines.ewma_forecasts`), rows marked ``model_name = 'naive_ewma'``,
+``model_version = 'baseline'`` and an empty ``mlflow_run_id`` (no run produced it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from ml.features import HORIZONS, VOLATILITY, build_feature_frame, make_windows
 
 if TYPE_CHECKING:
     from ml.context import RunContext
+
+# What `ml.predicted_prices` says when no model has passed the gate and the baseline is published.
+BASELINE_MODEL_NAME = "naive_ewma"
+BASELINE_VERSION = "baseline"
+BASELINE_RUN_ID = ""  # no MLflow run produced it
+# The baseline needs only each ticker's last bar with complete features (and its closes).
+BASELINE_WINDOW = 1
 
 
 def next_trading_days(as_of_dates: list[pd.Timestamp], count: int) -> dict:
@@ -50,6 +62,12 @@ class ScoreResult:
     rows_written: int
     tickers_scored: int
     tickers_skipped: list[str]
+    model_name: str = MODEL_NAME  # BASELINE_MODEL_NAME when the baseline was published
+
+    @property
+    def baseline(self) -> bool:
+        """Whether the forecasts are the naive_ewma baseline's (no champion exists)."""
+        return self.model_name == BASELINE_MODEL_NAME
 
 
 def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> ScoreResult:
@@ -63,6 +81,8 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
 
     say = progress or (lambda message: None)
     ctx.tracking()
+    if registry.champion_version() is None:
+        return score_baseline(ctx, tickers, say)
     champion = registry.load_champion()
     window = int(champion.meta["window"])
 
@@ -109,3 +129,54 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
         raise ValueError("the model produced non-finite forecasts; nothing was written")
     written = warehouse.replace_predictions(predictions)
     return ScoreResult(champion.version, champion.run_id, written, len(latest), skipped)
+
+
+def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) -> ScoreResult:
+    """Publish the baseline: the naive point forecast (predicted close = the as-of close) with
+    RiskMetrics EWMA 80/95% intervals, for every ticker whose last bar has complete features.
+
+    What :func:`score` writes when no champion exists (nothing has passed the promotion gate).
+    """
+    from ml.baselines import ewma_forecasts
+
+    say = say or (lambda message: None)
+    frame = build_feature_frame(load_indicators(ctx.warehouse, tickers))
+    latest = make_windows(frame, BASELINE_WINDOW, require_targets=False, last_only=True)
+    skipped = sorted(set(frame["ticker"].unique()) - set(latest.tickers))
+    if len(latest) == 0:
+        raise ValueError(
+            "no ticker has a complete feature row (after indicator warm-up) to forecast"
+        )
+    say(
+        f"forecasting {len(latest)} tickers with the {BASELINE_MODEL_NAME} baseline "
+        "(no model has passed the promotion gate)"
+    )
+    log_returns, bounds = ewma_forecasts(frame, latest)
+    as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
+    targets = next_trading_days(as_of, HORIZONS)
+    close = np.asarray(latest.as_of_close, dtype=np.float64)[:, None]
+    n = len(latest)
+    columns = {
+        "ticker": np.repeat(latest.tickers, HORIZONS),
+        "as_of_date": np.repeat([d.date() for d in as_of], HORIZONS),
+        "target_date": [day for d in as_of for day in targets[d]],
+        "horizon": np.tile(np.arange(1, HORIZONS + 1), n),
+        "predicted_close": (close * np.exp(log_returns)).ravel(),
+    }
+    for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
+        # A ticker with no past return has no EWMA variance: no interval (NULL), as the
+        # contract allows.
+        prices = close * np.exp(bounds[column])
+        columns[column] = np.where(np.isfinite(prices), prices, np.nan).ravel()
+    predictions = pd.DataFrame(columns).assign(
+        model_name=BASELINE_MODEL_NAME,
+        model_version=BASELINE_VERSION,
+        mlflow_run_id=BASELINE_RUN_ID,
+        scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
+    )
+    if not np.isfinite(predictions["predicted_close"]).all():
+        raise ValueError("the baseline produced non-finite forecasts; nothing was written")
+    written = ctx.warehouse.replace_predictions(predictions)
+    return ScoreResult(
+        BASELINE_VERSION, BASELINE_RUN_ID, written, n, skipped, model_name=BASELINE_MODEL_NAME
+    )
