@@ -6,11 +6,37 @@ its own recent average. Raw price levels never enter. Each feature row uses only
 before its own date; targets are the log returns from the as-of close to the close ``h``
 trading rows later.
 
-Pure pandas/numpy: no I/O, no TensorFlow.
+``FEATURES`` is the base set (the default model). ``FEATURE_GROUPS`` names candidate groups a
+model may add on top of it (:func:`feature_set` builds the column list, ``make_windows(...,
+features=...)`` windows it); :func:`build_feature_frame` always computes every column, so any
+set can be windowed from one frame. Warm-up is counted in a ticker's rows (its first row is 0):
+
+- ``volatility``: ``log_vol_5`` / ``log_vol_60``, the log of the rolling standard deviation
+  of ``ret_1`` over 5 / 60 rows (first values at rows 5 / 60); ``log_park_5`` /
+  ``log_park_20``, the log Parkinson range volatility ``sqrt(mean(range_hl**2) / (4 ln 2))``
+  over 5 / 20 rows (rows 4 / 19); ``log_ewma_vol``, the log RiskMetrics EWMA volatility
+  (lambda 0.94, start-up weights normalised as in :func:`ml.baselines.ewma_variance`) of
+  ``ret_1``, from its 20th return on (row 20). Volatilities are floored at ``VOL_FLOOR``
+  before the log, so a flat stretch gives a finite low value, not -inf.
+- ``market``: ``mkt_ret_1``, the equal-weighted market return, i.e. the mean ``ret_1`` of
+  every ticker in the frame with a finite return on that date (from the universe's second
+  date on, so a ticker that joins later has it from its first row); ``mkt_vol_20``, the
+  standard deviation of ``mkt_ret_1`` over the last 20 dates of the universe (from its 21st
+  date); ``excess_ret_1 = ret_1 - mkt_ret_1`` (row 1; no beta: the return beyond the
+  market's). The market is the universe loaded into this call, nothing else: an index series
+  such as ``^GSPC``, if loaded, is simply one of its members, and a different ticker list
+  gives a different market (score with the universe the model was trained on). Only
+  same-date bars enter a date's market value, so no ticker's later bars reach any row.
+- ``volume``: ``volume_change = log1p(volume) - log1p(previous volume)``, clipped to
+  [-10, 10] (row 1).
+
+Pure pandas/numpy (and scipy's ``lfilter`` for the EWMA): no I/O, no TensorFlow.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +62,48 @@ FEATURES = [
 ]
 # Position of the as-of volatility in a window's last row: it scales the prediction intervals.
 VOLATILITY = FEATURES.index("volatility_20")
+# Candidate inputs on top of the base set, by group (see the module docstring); the order here
+# is the order feature_set() lays them out in.
+FEATURE_GROUPS: dict[str, list[str]] = {
+    "base": FEATURES,
+    "volatility": ["log_vol_5", "log_vol_60", "log_park_5", "log_park_20", "log_ewma_vol"],
+    "market": ["mkt_ret_1", "mkt_vol_20", "excess_ret_1"],
+    "volume": ["volume_change"],
+}
+VOL_FLOOR = 1e-6  # volatilities are floored here before their log (a flat stretch is not -inf)
+EWMA_LAMBDA = 0.94  # RiskMetrics daily decay, as in ml.baselines
+EWMA_MIN_RETURNS = 20  # returns an EWMA volatility needs before it is reported
+VOLUME_CHANGE_CLIP = 10.0
+
+
+def feature_set(groups: Iterable[str]) -> list[str]:
+    """The base features followed by the named groups' columns, in ``FEATURE_GROUPS`` order
+    whatever the order or repetition of ``groups`` ("base" is always included)."""
+    names = {groups} if isinstance(groups, str) else set(groups)
+    unknown = sorted(names - FEATURE_GROUPS.keys())
+    if unknown:
+        raise ValueError(
+            f"unknown feature group(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(FEATURE_GROUPS)}"
+        )
+    return [
+        column
+        for group, columns in FEATURE_GROUPS.items()
+        if group == "base" or group in names
+        for column in columns
+    ]
+
+
+def feature_index(features: Sequence[str], name: str) -> int:
+    """Position of ``name`` in ``features`` (e.g. the as-of volatility in a window's last row)."""
+    columns = list(features)
+    if name not in columns:
+        raise ValueError(f"feature {name!r} is not in the feature set {columns}")
+    return columns.index(name)
+
+
+# Every column build_feature_frame computes.
+ALL_FEATURES = feature_set(FEATURE_GROUPS)
 INDICATOR_COLUMNS = [
     "ticker", "trade_date", "open", "high", "low", "close", "volume",
     "sma_5", "sma_20", "sma_50", "ema_12", "ema_26", "macd", "macd_signal", "macd_hist",
@@ -43,11 +111,50 @@ INDICATOR_COLUMNS = [
 ]  # fmt: skip
 
 
-def build_feature_frame(indicators: pd.DataFrame) -> pd.DataFrame:
-    """Per-row features (``FEATURES``) and targets (``target_1..target_10``), long format.
+def _log_floored(volatility: pd.Series | np.ndarray) -> np.ndarray:
+    """``log(max(volatility, VOL_FLOOR))``; NaN stays NaN."""
+    return np.log(np.maximum(np.asarray(volatility, dtype=np.float64), VOL_FLOOR))
 
-    Rows are sorted by ticker and date. Feature columns are NaN during indicator warm-up;
-    targets are NaN for the last ``HORIZONS`` rows of each ticker.
+
+def _per_ticker(values, bounds: np.ndarray, apply) -> np.ndarray:
+    """``apply`` (a pandas Series of one ticker's values -> a Series as long) run on each
+    ticker's rows separately; ``bounds`` are the row offsets where tickers start (and the end).
+    A plain loop over tickers: the same pandas kernels as a groupby, without its index work."""
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty(len(values))
+    for start, stop in itertools.pairwise(bounds):
+        out[start:stop] = apply(pd.Series(values[start:stop])).to_numpy()
+    return out
+
+
+def _ewma_variance(returns: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Per-ticker RiskMetrics EWMA variance of ``returns`` with normalised start-up weights
+    (the recursion of :func:`ml.baselines.ewma_variance`: ``S_t = lam S_(t-1) + r_t**2``,
+    ``W_t = lam W_(t-1) + 1``, variance ``S_t / W_t``; NaN returns get no weight). NaN until a
+    ticker has ``EWMA_MIN_RETURNS`` finite returns."""
+    from scipy.signal import lfilter
+
+    finite = np.isfinite(returns)
+    squares = np.where(finite, returns, 0.0) ** 2
+    out = np.full(len(returns), np.nan)
+    decay = [1.0, -EWMA_LAMBDA]
+    for start, stop in itertools.pairwise(bounds):
+        weight = finite[start:stop].astype(np.float64)
+        seen = np.cumsum(weight)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = lfilter([1.0], decay, squares[start:stop]) / lfilter([1.0], decay, weight)
+        out[start:stop] = np.where(seen >= EWMA_MIN_RETURNS, variance, np.nan)
+    return out
+
+
+def build_feature_frame(indicators: pd.DataFrame) -> pd.DataFrame:
+    """Per-row features (``ALL_FEATURES``: the base set and every candidate group) and targets
+    (``target_1..target_10``), long format.
+
+    Rows are sorted by ticker and date. Feature columns are NaN during their warm-up; targets
+    are NaN for the last ``HORIZONS`` rows of each ticker. A row with any non-finite base
+    feature has all its base features NaN; a non-finite candidate value is NaN on its own (so a
+    candidate's warm-up never removes a base row).
     """
     df = indicators.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
     by_ticker = df.groupby("ticker", sort=False)
@@ -74,26 +181,52 @@ def build_feature_frame(indicators: pd.DataFrame) -> pd.DataFrame:
     ]:
         out[column] = df[source].astype("float64") / close
     out["rsi"] = df["rsi_14"].astype("float64") / 100.0
-    out["volatility_20"] = (
-        out.groupby("ticker", sort=False)["ret_1"]
-        .rolling(20, min_periods=20)
-        .std()
-        .reset_index(level=0, drop=True)
-    )
+    # Ticker blocks (rows are sorted by ticker): bounds[k] is the first row of the k-th ticker.
+    tickers = df["ticker"].to_numpy()
+    bounds = np.concatenate([[0], np.flatnonzero(tickers[1:] != tickers[:-1]) + 1, [len(df)]])
+    returns = out["ret_1"].where(np.isfinite(out["ret_1"]))  # a bad close is no return
+
+    def rolling(values, n: int, stat: str) -> np.ndarray:
+        return _per_ticker(values, bounds, lambda s: getattr(s.rolling(n, min_periods=n), stat)())
+
+    out["volatility_20"] = rolling(out["ret_1"], 20, "std")
     volume = df["volume"].astype("float64").fillna(0.0)
-    mean_volume = (
-        volume.groupby(df["ticker"], sort=False)
-        .rolling(20, min_periods=20)
-        .mean()
-        .reset_index(level=0, drop=True)
-    )
+    mean_volume = rolling(volume, 20, "mean")
     out["volume_ratio_20"] = np.log1p(volume) - np.log1p(mean_volume)
+
+    with np.errstate(invalid="ignore"):
+        # volatility group
+        for n in (5, 60):
+            out[f"log_vol_{n}"] = _log_floored(rolling(returns, n, "std"))
+        range_squared = out["range_hl"].where(np.isfinite(out["range_hl"])) ** 2
+        for n in (5, 20):
+            mean_square = rolling(range_squared, n, "mean")
+            out[f"log_park_{n}"] = _log_floored(np.sqrt(mean_square / (4.0 * np.log(2.0))))
+        ewma_variance = _ewma_variance(returns.to_numpy(), bounds)
+        out["log_ewma_vol"] = _log_floored(np.sqrt(ewma_variance))
+    # market group: the same-date cross-section of the universe loaded
+    date_codes, _ = pd.factorize(df["trade_date"], sort=True)
+    market = returns.groupby(date_codes).mean()  # one row per date code, in date order
+    market_return = market.to_numpy()[date_codes]
+    out["mkt_ret_1"] = market_return
+    out["mkt_vol_20"] = market.rolling(20, min_periods=20).std().to_numpy()[date_codes]
+    out["excess_ret_1"] = returns - market_return
+    # volume group
+    log_volume = np.log1p(volume).to_numpy()
+    previous = np.concatenate([[np.nan], log_volume[:-1]])
+    previous[bounds[:-1]] = np.nan  # a ticker's first row has no previous volume
+    out["volume_change"] = np.clip(log_volume - previous, -VOLUME_CHANGE_CLIP, VOLUME_CHANGE_CLIP)
+
     for h in range(1, HORIZONS + 1):
         out[f"target_{h}"] = np.log(by_ticker["close"].shift(-h)) - log_close
     # The last date a sample's targets look at: purging on it keeps targets out of later splits.
     out["target_end_date"] = by_ticker["trade_date"].shift(-HORIZONS)
     features = out[FEATURES].to_numpy()
     out.loc[~np.isfinite(features).all(axis=1), FEATURES] = np.nan
+    for column in ALL_FEATURES[len(FEATURES) :]:
+        values = out[column].to_numpy()
+        if not np.isfinite(values[~np.isnan(values)]).all():
+            out[column] = np.where(np.isfinite(values), values, np.nan)
     return out
 
 
@@ -123,6 +256,7 @@ def make_windows(
     frame: pd.DataFrame,
     window: int,
     *,
+    features: Sequence[str] = FEATURES,
     require_targets: bool = True,
     last_only: bool = False,
     as_of_from: pd.Timestamp | None = None,
@@ -133,16 +267,23 @@ def make_windows(
 ) -> WindowSet:
     """Sliding windows of ``window`` consecutive rows per ticker ending at each as-of row.
 
-    A window is kept only when all its feature rows are complete. ``last_only`` keeps the
+    ``features`` are the columns of ``x``, in that order (default: the base set). A window is
+    kept only when all its rows are complete in those columns. ``last_only`` keeps the
     window ending at each ticker's last bar (for scoring). ``as_of_from``/``as_of_to`` bound
     the as-of dates (inclusive) without ever cutting the history a window looks back on;
     ``targets_before`` drops samples whose last target date is on or after it (purging).
     ``max_samples`` draws a seeded random subset before any window is materialised, so memory
     stays proportional to the sample, not to the history.
     """
+    columns = list(features)
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueError(f"features {missing} are not columns of the feature frame")
+    if not columns:
+        raise ValueError("no features selected")
     selected = []  # (ticker, features, targets, dates, closes, target ends, as-of row indices)
     for ticker, group in frame.groupby("ticker", sort=True):
-        feats = group[FEATURES].to_numpy(dtype=np.float32)
+        feats = group[columns].to_numpy(dtype=np.float32)
         if len(feats) < window:
             continue
         targets = group[[f"target_{h}" for h in range(1, HORIZONS + 1)]].to_numpy(np.float32)
@@ -180,7 +321,7 @@ def make_windows(
         ]
         total = max_samples
 
-    n_features = len(FEATURES)
+    n_features = len(columns)
     x = np.empty((total, window, n_features), np.float32)
     y = np.empty((total, HORIZONS), np.float32)
     tickers = np.empty(total, object)

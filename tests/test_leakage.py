@@ -13,19 +13,26 @@ from helpers import (
     read_yahoo,
 )
 
-from ml.features import FEATURES, WindowSet, build_feature_frame, make_windows
+from ml.features import (
+    ALL_FEATURES,
+    FEATURE_GROUPS,
+    WindowSet,
+    build_feature_frame,
+    make_windows,
+)
 
 
 def lookahead_rows(build, indicators: pd.DataFrame, cuts: list[int]) -> list[int]:
     """Cuts at which features built on history up to the cut differ from the full-history ones.
 
     A pipeline that uses only bars on or before each row's date gives identical rows however
-    much later history exists; any difference means a row looked ahead.
+    much later history exists; any difference means a row looked ahead. Every column is
+    checked: the base set and each candidate group.
     """
-    full = build(indicators).set_index("trade_date")[FEATURES]
+    full = build(indicators).set_index("trade_date")[ALL_FEATURES]
     leaking = []
     for cut in cuts:
-        truncated = build(indicators.iloc[: cut + 1]).set_index("trade_date")[FEATURES]
+        truncated = build(indicators.iloc[: cut + 1]).set_index("trade_date")[ALL_FEATURES]
         a = truncated.to_numpy()
         b = full.loc[truncated.index].to_numpy()
         same = np.isclose(a, b, rtol=1e-12, atol=1e-15) | (np.isnan(a) & np.isnan(b))
@@ -58,15 +65,129 @@ def test_a_feature_shifted_one_day_into_the_future_is_detected(indicators):
     assert lookahead_rows(leaky_build, indicators, CUTS) == CUTS[:-1]  # the last cut has no future
 
 
+@pytest.mark.parametrize("column", ["log_vol_60", "log_ewma_vol", "mkt_vol_20", "volume_change"])
+def test_a_candidate_column_shifted_into_the_future_is_detected(indicators, column):
+    def leaky(frame):
+        built = build_feature_frame(frame)
+        built[column] = built.groupby("ticker")[column].shift(-1)
+        return built
+
+    assert lookahead_rows(leaky, indicators, CUTS) == CUTS[:-1]
+
+
 def test_every_window_for_an_as_of_date_uses_only_bars_up_to_it(indicators):
     full = build_feature_frame(indicators)
-    for cut in (200, 450):
-        as_of = full["trade_date"].iloc[cut]
-        from_full = make_windows(full, 20, require_targets=False, as_of_from=as_of, as_of_to=as_of)
-        history = build_feature_frame(indicators.iloc[: cut + 1])
-        from_history = make_windows(history, 20, require_targets=False, last_only=True)
-        np.testing.assert_array_equal(from_full.x, from_history.x)
-        assert from_history.as_of_dates[0] == as_of
+    for features in (FEATURE_GROUPS["base"], ALL_FEATURES):
+        for cut in (200, 450):
+            as_of = full["trade_date"].iloc[cut]
+            from_full = make_windows(
+                full, 20, features=features, require_targets=False, as_of_from=as_of, as_of_to=as_of
+            )
+            history = build_feature_frame(indicators.iloc[: cut + 1])
+            from_history = make_windows(
+                history, 20, features=features, require_targets=False, last_only=True
+            )
+            assert from_history.x.shape == (1, 20, len(features))
+            np.testing.assert_array_equal(from_full.x, from_history.x)
+            assert from_history.as_of_dates[0] == as_of
+
+
+# -- across tickers: the market group reads every ticker's bars on a date, none after it ------
+
+
+@pytest.fixture(scope="module")
+def universe():
+    """Four real tickers over the same stretch; one starts later and one ends earlier."""
+    spans = {"JNJ": (-700, None), "KO": (-700, None), "CVX": (-520, None), "MSFT": (-700, -90)}
+    parts = []
+    for seed, (name, (start, stop)) in enumerate(spans.items()):
+        prices = read_yahoo(name) if YAHOO.exists() else random_walk_prices(900, seed + 10)
+        parts.append(indicator_frame(prices.iloc[start:stop].reset_index(drop=True), name))
+    return pd.concat(parts, ignore_index=True)
+
+
+PRICE_COLUMNS = ["open", "high", "low", "close", "sma_5", "sma_20", "sma_50", "ema_12",
+                 "ema_26", "macd", "macd_signal", "macd_hist"]  # fmt: skip
+
+
+def rewrite_after(indicators: pd.DataFrame, cut, tickers, seed: int) -> pd.DataFrame:
+    """``indicators`` with every bar of ``tickers`` dated after ``cut`` replaced by noise:
+    prices scaled by a random factor per bar, volume and RSI redrawn."""
+    rng = np.random.default_rng(seed)
+    changed = indicators.copy()
+    later = (changed["trade_date"] > cut) & changed["ticker"].isin(tickers)
+    n = int(later.sum())
+    changed.loc[later, PRICE_COLUMNS] = changed.loc[later, PRICE_COLUMNS].mul(
+        np.exp(rng.normal(0, 0.05, n)), axis=0
+    )
+    changed.loc[later, "volume"] = rng.integers(0, 10**8, n).astype(float)
+    changed.loc[later, "rsi_14"] = rng.uniform(0, 100, n)
+    return changed
+
+
+def columns_changed_up_to(build, before: pd.DataFrame, after: pd.DataFrame, cut) -> list[str]:
+    """Feature columns with any row dated on or before ``cut`` that differs between the two
+    builds (NaN equals NaN)."""
+    a, b = (
+        build(frame).set_index(["ticker", "trade_date"]).sort_index() for frame in (before, after)
+    )
+    a, b = (frame[frame.index.get_level_values("trade_date") <= cut] for frame in (a, b))
+    assert a.index.equals(b.index)
+    changed = []
+    for column in ALL_FEATURES:
+        x, y = a[column].to_numpy(), b[column].to_numpy()
+        if not ((x == y) | (np.isnan(x) & np.isnan(y))).all():
+            changed.append(column)
+    return changed
+
+
+@pytest.mark.parametrize("position", [120, 300, 560])
+def test_no_feature_row_changes_when_any_later_bar_of_any_ticker_changes(universe, position):
+    cut = np.sort(universe["trade_date"].unique())[position]
+    tickers = list(universe["ticker"].unique())
+    rewritten = rewrite_after(universe, cut, tickers, seed=position)
+    assert columns_changed_up_to(build_feature_frame, universe, rewritten, cut) == []
+    # Dropping the later bars altogether is the same: the rows up to the cut stand as they were.
+    truncated = universe[universe["trade_date"] <= cut]
+    full = build_feature_frame(universe).set_index(["ticker", "trade_date"]).sort_index()
+    short = build_feature_frame(truncated).set_index(["ticker", "trade_date"]).sort_index()
+    np.testing.assert_array_equal(short[ALL_FEATURES], full.loc[short.index, ALL_FEATURES])
+    # The check has teeth: the rewrite does move every column after the cut.
+    assert (
+        columns_changed_up_to(
+            build_feature_frame, universe, rewritten, universe["trade_date"].max()
+        )
+        == ALL_FEATURES
+    )
+
+
+def test_one_tickers_later_bars_reach_no_other_tickers_earlier_rows(universe):
+    dates = np.sort(universe["trade_date"].unique())
+    cut = dates[400]
+    rewritten = rewrite_after(universe, cut, ["KO"], seed=1)
+    assert columns_changed_up_to(build_feature_frame, universe, rewritten, cut) == []
+
+    # ...while the same rewrite does reach JNJ's market columns after the cut (and only those).
+    def jnj_after_cut(frame):
+        built = build_feature_frame(frame)
+        return built.loc[(built["ticker"] == "JNJ") & (built["trade_date"] > cut), ALL_FEATURES]
+
+    before, after = jnj_after_cut(universe), jnj_after_cut(rewritten)
+    moved = [c for c in ALL_FEATURES if not np.allclose(before[c], after[c], equal_nan=True)]
+    assert moved == FEATURE_GROUPS["market"]
+
+
+def test_a_market_normalised_over_the_whole_sample_is_detected(universe):
+    """A classic cross-sectional bug: centring the market return on its full-sample mean."""
+
+    def leaky(frame):
+        built = build_feature_frame(frame)
+        built["mkt_ret_1"] -= built["mkt_ret_1"].mean()
+        return built
+
+    cut = np.sort(universe["trade_date"].unique())[300]
+    rewritten = rewrite_after(universe, cut, ["CVX"], seed=2)
+    assert columns_changed_up_to(leaky, universe, rewritten, cut) == ["mkt_ret_1"]
 
 
 @pytest.mark.slow
