@@ -27,7 +27,14 @@ from ml.evaluate import (
     naive_scales,
     skill_by_model,
 )
-from ml.features import HORIZONS, VOLATILITY, WindowSet, build_feature_frame, make_windows
+from ml.features import (
+    FEATURES,
+    HORIZONS,
+    WindowSet,
+    build_feature_frame,
+    feature_index,
+    make_windows,
+)
 from ml.fitting import TrainConfig, fit_and_stop_windows
 from ml.folds import Fold, forecast_frame, make_folds
 from ml.model import ModelParams
@@ -140,32 +147,41 @@ def _lstm(
     from ml import combine, intervals
 
     train = train or config.train
-    if train.params.window != origins.x.shape[1]:
-        origins = _same_origins(frame, origins, train.params.window)
+    if train.params.window != origins.x.shape[1] or train.features != tuple(FEATURES):
+        origins = _same_origins(frame, origins, train.params.window, train.features)
     model, stop, stop_location, stop_scale = _fit_lstm(frame, fold, config, train, cache)
     location, scale = model.predict_distribution(origins.x)
     if len(stop) == 0:
         return location, None
     if not model_scale:
-        stop_scale = intervals.volatility_scale(stop.x[:, -1, VOLATILITY], HORIZONS)
-        scale = intervals.volatility_scale(origins.x[:, -1, VOLATILITY], HORIZONS)
+        volatility = feature_index(train.features, "volatility_20")
+        stop_scale = intervals.volatility_scale(stop.x[:, -1, volatility], HORIZONS)
+        scale = intervals.volatility_scale(origins.x[:, -1, volatility], HORIZONS)
     calibration = combine.calibrate(
         stop.y, stop_location, stop_scale, stop.as_of_dates, shrink=shrink
     )
     return combine.publish(location, scale, calibration)
 
 
-def _same_origins(frame: pd.DataFrame, origins: WindowSet, window: int) -> WindowSet:
-    """``origins`` rebuilt with a shorter ``window``, row for row (same ticker and as-of date)."""
+def _same_origins(
+    frame: pd.DataFrame, origins: WindowSet, window: int, features=tuple(FEATURES)
+) -> WindowSet:
+    """``origins`` rebuilt with a shorter ``window`` or other ``features``, row for row (same
+    ticker and as-of date)."""
     dates = pd.DatetimeIndex(origins.as_of_dates)
-    rebuilt = make_windows(frame, window, as_of_from=dates.min(), as_of_to=dates.max())
+    rebuilt = make_windows(
+        frame, window, features=features, as_of_from=dates.min(), as_of_to=dates.max()
+    )
     position = pd.Series(
         np.arange(len(rebuilt)),
         index=pd.MultiIndex.from_arrays([rebuilt.tickers, rebuilt.as_of_dates]),
     )
     rows = position.reindex(pd.MultiIndex.from_arrays([origins.tickers, origins.as_of_dates]))
     if rows.isna().any():
-        raise ValueError(f"origins are missing with a {window}-day window")
+        raise ValueError(
+            f"{int(rows.isna().sum())} origins lack complete inputs with a {window}-day window "
+            f"of {len(features)} features"
+        )
     return rebuilt.take(rows.to_numpy(dtype=int))
 
 

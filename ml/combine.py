@@ -4,8 +4,11 @@ The published forecast for horizon ``h`` is ``weight[h] * lstm[h]`` in log retur
 combination of the LSTM and naive ("tomorrow = today", a log return of 0). Each weight is
 fit on forecasts the network did not train on (a block after its training period) by least
 absolute error over a grid in [0, 1], and is kept only when the gain over naive on that block
-is significant (Diebold-Mariano on per-date mean absolute errors, which allows for the overlap
-of multi-day targets); otherwise it is 0 and the forecast *is* naive. So a model without skill
+is significant with all ten horizons tested at once (Diebold-Mariano on per-date mean absolute
+errors, which allows for the overlap of multi-day targets, at 5% / 10 horizons) and holds in
+both halves of the block; otherwise it is 0 and the forecast *is* naive. The bar is high on
+purpose: a walk-forward backtest (38 unseen tickers, 4 folds, 2021) that kept weights at a
+plain 5% level published forecasts 0.1-0.4% worse than naive at three horizons. So a model without skill
 publishes the random walk instead of noise: the combination is not worse than naive by
 construction, and the walk-forward backtest checks that on blocks the weights never saw.
 
@@ -23,8 +26,8 @@ from ml import intervals
 from ml.evaluate import diebold_mariano
 
 GRID = np.linspace(0.0, 1.0, 21)
-# Two-sided DM p-value below which a weight > 0 is kept.
-SIGNIFICANCE = 0.05
+# Two-sided DM p-value below which a weight > 0 is kept: 5%, Bonferroni over the 10 horizons.
+SIGNIFICANCE = 0.005
 
 
 def _per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -56,7 +59,8 @@ def fit_weights(
         if best == 0:
             continue
         gain = _per_date_mean(np.abs(y) - np.abs(y - GRID[best] * p), dates)
-        if len(gain) < 5 or gain.mean() <= 0:
+        halves = np.array_split(gain, 2)
+        if len(gain) < 10 or min(half.mean() for half in halves) <= 0:
             continue
         _, p_value = diebold_mariano(gain, h + 1)
         if np.isfinite(p_value) and p_value < significance:

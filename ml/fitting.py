@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ml.features import HORIZONS, WindowSet, make_windows
+from ml.features import FEATURES, HORIZONS, WindowSet, make_windows
 from ml.model import ModelParams
 
 
@@ -28,6 +28,8 @@ class TrainConfig:
     train_years: float | None = 10.0
     max_train_samples: int | None = 200_000
     tickers: tuple[str, ...] | None = None
+    # The model's inputs, in order (``ml.features.feature_set`` builds them from groups).
+    features: tuple[str, ...] = tuple(FEATURES)
     # Start from the best parameters of the latest `stockcast tune` run; settings given here
     # that differ from the defaults still win.
     use_tuned: bool = True
@@ -67,7 +69,10 @@ def fit_and_stop_windows(
     if config.train_years:
         fit_from = stop_start - pd.DateOffset(days=round(365.25 * config.train_years))
     window = config.params.window
-    stop = make_windows(frame, window, as_of_from=stop_start, targets_before=before)
+    features = config.features
+    stop = make_windows(
+        frame, window, features=features, as_of_from=stop_start, targets_before=before
+    )
     if not fit:
         return None, stop, stop_start
     fit_set = make_windows(
@@ -77,6 +82,7 @@ def fit_and_stop_windows(
         targets_before=stop_start,
         max_samples=config.max_train_samples,
         seed=config.params.seed,
+        features=features,
     )
     if len(fit_set) == 0:
         raise ValueError(f"no complete training windows before {stop_start.date()}")
@@ -93,7 +99,9 @@ def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:
         )
     val_start = pd.Timestamp(dates[-config.validation_days])
     fit, stop, stop_start = fit_and_stop_windows(frame, config, before=val_start)
-    validation = make_windows(frame, config.params.window, as_of_from=val_start)
+    validation = make_windows(
+        frame, config.params.window, features=config.features, as_of_from=val_start
+    )
     if len(validation) == 0:
         raise ValueError("not enough complete windows to validate")
     bounds = {

@@ -22,7 +22,7 @@ import pandas as pd
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics, naive_scales
-from ml.features import FEATURES, HORIZONS, build_feature_frame
+from ml.features import HORIZONS, build_feature_frame
 from ml.fitting import TrainConfig, split_windows
 from ml.folds import Fold
 from ml.tuned import resolve_params
@@ -85,8 +85,12 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
         mlflow.log_params(
             {
                 **params.as_dict(),
-                **{k: v for k, v in asdict(config).items() if k not in ("params", "tickers")},
-                "n_features": len(FEATURES),
+                **{
+                    k: v
+                    for k, v in asdict(config).items()
+                    if k not in ("params", "tickers", "features")
+                },
+                "n_features": len(config.features),
                 "horizons": HORIZONS,
                 "n_tickers": int(frame["ticker"].nunique()),
                 "n_fit_samples": len(split.fit),
@@ -95,7 +99,7 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
                 **split.bounds,
             }
         )
-        mlflow.log_dict({"features": FEATURES, "horizons": HORIZONS}, "features.json")
+        mlflow.log_dict({"features": list(config.features), "horizons": HORIZONS}, "features.json")
         mlflow.log_text("\n".join(sorted(frame["ticker"].unique())), "tickers.txt")
 
         def on_epoch(epoch, logs):
@@ -150,7 +154,7 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
         )
         mlflow.log_text(metrics.to_csv(index=False), "validation_metrics.csv")
         meta = {
-            "features": FEATURES,
+            "features": list(config.features),
             "window": params.window,
             "horizons": HORIZONS,
             "params": params.as_dict(),

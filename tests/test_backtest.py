@@ -28,7 +28,7 @@ TICKERS = ["KO", "JNJ", "CVX"]
 TINY = BacktestConfig(
     n_folds=2,
     test_days=5,
-    models=("lstm", "naive", "drift", "ewma", "garch"),
+    models=("lstm", "lstm_raw", "naive", "drift", "ewma", "garch"),
     train=TrainConfig(
         params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=3),
         stop_days=40,
@@ -82,14 +82,16 @@ def test_metrics_are_relative_to_naive_on_the_same_rows(result):
     assert set(per_ticker["ticker"]) == set(TICKERS)
 
 
-def test_fold_models_never_see_their_test_block(result):
+@pytest.mark.parametrize("fold", [0, 1])
+def test_fold_models_never_see_their_test_block(result, fold):
     """Tripling every price after a fold's first as-of date leaves that date's forecasts as
-    they were: the fold's model was fit, scaled and calibrated on earlier data only."""
-    first = result.folds[0].test_start
+    they were: the fold's model was fit, scaled and calibrated on earlier data only (fold 1
+    reuses fold 0's network and is recalibrated on the block just before it)."""
+    first = result.folds[fold].test_start
     perturbed = run_backtest(build_feature_frame(_indicators(scale_after=first)), TINY)
 
     def at_first_origin(frame):
-        rows = frame[(frame["fold"] == 0) & (frame["as_of_date"] == first)]
+        rows = frame[(frame["fold"] == fold) & (frame["as_of_date"] == first)]
         return rows.sort_values(["model", "ticker", "horizon"]).reset_index(drop=True)
 
     before, after = at_first_origin(result.forecasts), at_first_origin(perturbed.forecasts)
@@ -97,6 +99,22 @@ def test_fold_models_never_see_their_test_block(result):
         np.testing.assert_allclose(after[column], before[column], rtol=1e-5, atol=1e-7)
     # ...while the actuals did change: the perturbation is real.
     assert not np.allclose(after["actual_log_return"], before["actual_log_return"])
+
+
+def test_the_published_lstm_is_the_raw_one_shrunk_toward_naive_per_fold_and_horizon(result):
+    forecasts = result.forecasts.set_index(["fold", "ticker", "as_of_date", "horizon"])
+    published = forecasts[forecasts["model"] == "lstm"]["predicted_log_return"]
+    raw = forecasts[forecasts["model"] == "lstm_raw"]["predicted_log_return"]
+    ratio = (published / raw.reindex(published.index)).groupby(["fold", "horizon"])
+    assert (ratio.max() - ratio.min()).max() < 1e-9  # one weight per fold and horizon
+    assert ratio.max().between(0, 1).all()
+    pooled = result.pooled().set_index(["model", "horizon"])["rel_mae"]
+    shrunk = ratio.max() < 1  # where the weight is 0 the forecast is exactly naive
+    assert shrunk.any()
+    for fold, horizon in ratio.max()[ratio.max() == 0].index:
+        rows = published.xs((fold, horizon), level=("fold", "horizon"))
+        assert (rows == 0).all()
+    assert pooled.loc["lstm"].notna().all()
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +219,9 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
     )
     assert len(children) == 2
     assert all("walk_forward_rel_mae" in c.data.metrics for c in children)
-    assert min(c.data.metrics["walk_forward_rel_mae"] for c in children) == result.best_score
+    scores = [c.data.metrics["walk_forward_pinball_vs_ewma"] for c in children]
+    assert min(scores) == pytest.approx(result.best_score)
+    assert all(0.5 < score < 2 for score in scores)  # a ratio to the EWMA baseline's loss
 
     tuned, run_id = best_params()
     assert run_id == result.run_id and tuned.units == result.best_params.units
