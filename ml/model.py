@@ -30,6 +30,9 @@ class ModelParams:
     batch_size: int = 512
     patience: int = 2
     seed: int = 42
+    # How the scale head learns: "pinball" (the interval score of location +- z * scale at the
+    # 2.5/10/90/97.5% quantiles, the score the intervals are judged by) or "gaussian" (NLL).
+    scale_loss: str = "pinball"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -75,19 +78,36 @@ def set_seeds(seed: int) -> None:
 LOG_SCALE_BOUND = 7.0
 
 
-def location_scale_loss(horizons: int):
-    """Squared error of the location plus the Gaussian NLL of its residual under the scale.
+# Quantiles of the interval bounds the scale head is trained on (80% and 95% central), with the
+# standard normal's z for each: the bounds are location + z * scale.
+PINBALL_QUANTILES = ((0.025, -1.959964), (0.10, -1.281552), (0.90, 1.281552), (0.975, 1.959964))
+
+
+def location_scale_loss(horizons: int, scale_loss: str = "pinball"):
+    """Squared error of the location plus the scale's loss on the location's residual (held
+    fixed, so the scale never pulls the location): the pinball loss of the bounds
+    ``location + z * scale`` at the interval quantiles, or the Gaussian NLL.
 
     ``y_pred`` is ``[location (H), log_scale (H)]`` on the standardized target scale."""
     from keras import ops
+
+    if scale_loss not in ("pinball", "gaussian"):
+        raise ValueError(f"scale_loss must be 'pinball' or 'gaussian', not {scale_loss!r}")
 
     def loss(y_true, y_pred):
         location = y_pred[:, :horizons]
         log_scale = ops.clip(y_pred[:, horizons:], -LOG_SCALE_BOUND, LOG_SCALE_BOUND)
         residual = y_true - location
-        squared = ops.square(ops.stop_gradient(residual))
-        nll = log_scale + 0.5 * squared * ops.exp(-2.0 * log_scale)
-        return ops.mean(ops.square(residual), axis=-1) + ops.mean(nll, axis=-1)
+        fixed = ops.stop_gradient(residual)
+        if scale_loss == "gaussian":
+            spread = log_scale + 0.5 * ops.square(fixed) * ops.exp(-2.0 * log_scale)
+        else:
+            scale = ops.exp(log_scale)
+            spread = 0.0
+            for q, z in PINBALL_QUANTILES:
+                miss = fixed - z * scale
+                spread = spread + ops.maximum(q * miss, (q - 1.0) * miss)
+        return ops.mean(ops.square(residual), axis=-1) + ops.mean(spread, axis=-1)
 
     return loss
 
@@ -106,7 +126,7 @@ def build_network(window: int, n_features: int, horizons: int, params: ModelPara
     model = keras.Model(inputs, outputs, name="stockcast_lstm")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
-        loss=location_scale_loss(horizons),
+        loss=location_scale_loss(horizons, params.scale_loss),
     )
     return model
 
