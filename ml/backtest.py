@@ -60,7 +60,15 @@ class BacktestConfig:
     tickers: tuple[str, ...] | None = None
     # Extra LSTM models by name, each with its own settings (e.g. a candidate and the champion
     # compared on the same folds by the promotion gate).
-    variants: dict[str, ModelParams] = field(default_factory=dict)
+    # A ModelParams variant keeps the rest of ``train`` (features included); a TrainConfig one
+    # is used whole (e.g. a champion trained on another feature set).
+    variants: dict[str, ModelParams | TrainConfig] = field(default_factory=dict)
+
+    def variant_train(self, name: str) -> TrainConfig:
+        variant = self.variants[name]
+        if isinstance(variant, TrainConfig):
+            return variant
+        return replace(self.train, params=variant)
 
     def as_params(self) -> dict:
         return {
@@ -247,8 +255,8 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
     forecasters["lstm"] = partial(_lstm, cache=cache)
     forecasters["lstm_raw"] = partial(_lstm, cache=cache, shrink=False)
     forecasters["lstm_volscale"] = partial(_lstm, cache=cache, model_scale=False)
-    for name, params in config.variants.items():
-        forecasters[name] = partial(_lstm, train=replace(config.train, params=params), cache=cache)
+    for name in config.variants:
+        forecasters[name] = partial(_lstm, train=config.variant_train(name), cache=cache)
     unknown = set(config.models) - set(forecasters)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(forecasters)}")
@@ -256,7 +264,10 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
     forecasts = []
     for fold in folds:
         # The longest LSTM window decides which origins every model forecasts.
-        window = max([config.train.params.window] + [p.window for p in config.variants.values()])
+        window = max(
+            [config.train.params.window]
+            + [config.variant_train(name).params.window for name in config.variants]
+        )
         origins = make_windows(frame, window, as_of_from=fold.test_start, as_of_to=fold.test_end)
         if len(origins) == 0:
             raise ValueError(f"fold {fold.index} has no complete forecast origins")
