@@ -355,8 +355,8 @@ FORCE_HELP = "Promote to champion even if the gate refuses (recorded on the run)
 
 @main.command(
     help="Train the LSTM, log it to MLflow and register it; the promotion gate decides whether "
-    "it becomes champion (beats naive and the champion on the same walk-forward folds) or "
-    "challenger."
+    "it becomes champion (on the same walk-forward folds: no worse than naive, intervals "
+    "better than the naive_ewma baseline's, no worse than the champion) or challenger."
 )
 @_train_options
 @click.option("--force", is_flag=True, help=FORCE_HELP)
@@ -372,6 +372,11 @@ def train(force, **options) -> None:
         f"registered stockcast-lstm v{result.model_version} as {decision.alias} "
         f"(run {result.run_id}): {decision.reason}"
     )
+    if decision.published == "baseline":
+        click.echo(
+            "no champion: `stockcast score` publishes the naive_ewma baseline until a model "
+            "passes the promotion gate"
+        )
 
 
 @main.command(

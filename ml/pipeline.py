@@ -1,6 +1,9 @@
 """The main job: ingest -> transform -> train and promote (if no champion) -> score -> build and
 test marts.
 
+Score publishes the champion's forecasts or, while no model has passed the promotion gate, the
+naive_ewma baseline's (:mod:`ml.score`); with no champion every run trains and gates again.
+
 The CLI and (later) the orchestration flows are thin faces over these functions.
 """
 
@@ -88,6 +91,11 @@ def refresh(
             f"retraining: champion v{champion} was not trained on {len(unseen)} of the loaded "
             f"tickers ({shown}); the promotion gate decides whether the new model replaces it"
         )
+    if champion is None and not retrain:
+        say(
+            "training: no champion is registered (no model has passed the promotion gate yet); "
+            "the gate decides whether the new model becomes one"
+        )
     if retrain or champion is None or unseen:
         from ml.promote import promote
         from ml.train import train
@@ -117,7 +125,13 @@ def refresh(
         report.scored_version = scored.model_version
         report.forecasts_written = scored.rows_written
         say(
-            f"wrote {scored.rows_written} forecasts for {scored.tickers_scored} tickers"
+            (
+                f"no model has passed the promotion gate: published the {scored.model_name} "
+                "baseline; "
+                if scored.baseline
+                else ""
+            )
+            + f"wrote {scored.rows_written} forecasts for {scored.tickers_scored} tickers"
             + (
                 f"; skipped (too little history): {', '.join(scored.tickers_skipped)}"
                 if scored.tickers_skipped

@@ -116,12 +116,14 @@ def recover(experiment_id: str) -> list[str]:
     Rules:
     * a RUNNING run whose process is gone (PID tag, same host) is marked FAILED; a run that
       cannot be checked is marked FAILED once it has been RUNNING for STALE_AFTER_HOURS;
-    * a registered version with no `champion` anywhere is promoted under the promotion gate's
-      bootstrap rule (with no champion at all, the first model becomes champion so that
-      forecasts exist): the newest READY version, recorded in its tags. A `train` killed after
-      registering, or its promotion killed before setting the alias, leaves such a version;
-      while the process that trained it is alive (its promotion gate runs for minutes), it is
-      left to that process.
+    * recovery never promotes. A READY version that the promotion gate never judged (no alias,
+      no ``gate_alias`` tag on its run, newer than every version holding an alias) was left by
+      a `train` killed after registering, or by its promotion killed before setting the alias.
+      Once the process that trained it is gone (the PID rule above: while it is alive, its
+      promotion gate runs for minutes and is left to it), the version is tagged
+      ``stockcast.recovered`` and keeps no alias: the next `stockcast train` (or `run`/`refresh`
+      when no champion exists) trains and gates a new version. Until a model passes the gate,
+      `score` publishes the baseline.
 
     Returns what was changed, one message per change.
     """
@@ -131,38 +133,77 @@ def recover(experiment_id: str) -> list[str]:
     for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'"):
         reason = _run_is_dead(run, now_ms)
         if reason:
-            client.set_tag(run.info.run_id, "stockcast.recovered", f"marked FAILED: {reason}")
+            client.set_tag(run.info.run_id, RECOVERED_TAG, f"marked FAILED: {reason}")
             client.set_terminated(run.info.run_id, status="FAILED")
             messages.append(f"MLflow run {run.info.run_id} marked FAILED: {reason}")
-    if champion_version() is None:
-        ready = [
-            v for v in client.search_model_versions(f"name = '{MODEL_NAME}'") if v.status == "READY"
-        ]
-        newest = max(ready, key=lambda v: int(v.version)) if ready else None
-        if newest is not None and not _being_promoted(client, newest):
-            reason = (
-                "bootstrap: no champion was registered and this was the newest READY version "
-                "(its training was interrupted before the promotion gate's alias was set)"
-            )
-            client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, newest.version)
-            client.set_model_version_tag(MODEL_NAME, newest.version, "stockcast.recovered", reason)
-            messages.append(
-                f"{MODEL_NAME} v{newest.version} promoted to {CHAMPION_ALIAS}: {reason}"
-            )
+    for version in _never_gated(client):
+        trainer = _trainer(client, version, now_ms)
+        if trainer.alive:
+            continue
+        reason = (
+            f"promotion interrupted: {trainer.description} ended after registering this "
+            "version and before the promotion gate set its alias; recovery does not promote it"
+        )
+        client.set_model_version_tag(MODEL_NAME, version.version, RECOVERED_TAG, reason)
+        messages.append(
+            f"{MODEL_NAME} v{version.version} has no alias ({reason}): the next "
+            "`stockcast train` (or `stockcast run`) trains and gates a new version"
+        )
     return messages
 
 
-def _being_promoted(client: MlflowClient, version) -> bool:
-    """Whether the process that trained ``version`` is still alive (same host), and so may
-    still be running its promotion gate."""
+RECOVERED_TAG = "stockcast.recovered"
+
+
+def _never_gated(client: MlflowClient) -> list:
+    """READY versions newer than every aliased version, with no alias, no ``gate_alias`` tag on
+    their run and not yet tagged as recovered: promotions that never finished."""
     try:
-        tags = client.get_run(version.run_id).data.tags
+        registered = client.get_registered_model(MODEL_NAME)
     except mlflow.exceptions.MlflowException:
-        return False
-    pid, host = tags.get(PID_TAG), tags.get(HOST_TAG)
-    if not pid or host != socket.gethostname():
-        return False
-    return int(pid) == os.getpid() or _process_alive(int(pid))
+        return []  # nothing registered yet
+    newest_aliased = max((int(v) for v in registered.aliases.values()), default=0)
+    left = []
+    for version in client.search_model_versions(f"name = '{MODEL_NAME}'"):
+        if (
+            version.status != "READY"
+            or int(version.version) <= newest_aliased
+            or RECOVERED_TAG in (version.tags or {})
+        ):
+            continue
+        try:
+            judged = "gate_alias" in client.get_run(version.run_id).data.tags
+        except mlflow.exceptions.MlflowException:
+            judged = False
+        if not judged:
+            left.append(version)
+    return sorted(left, key=lambda v: int(v.version))
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    alive: bool
+    description: str
+
+
+def _trainer(client: MlflowClient, version, now_ms: int) -> _Trainer:
+    """Whether the process that trained ``version`` may still be running its promotion gate,
+    and how to name it. Same host: its PID is checked. Otherwise (another host, or a run from
+    before the PID tag) it is taken as gone once its run is STALE_AFTER_HOURS old."""
+    try:
+        run = client.get_run(version.run_id)
+    except mlflow.exceptions.MlflowException:
+        return _Trainer(False, "its trainer (its training run is missing)")
+    pid, host = run.data.tags.get(PID_TAG), run.data.tags.get(HOST_TAG)
+    if pid and host == socket.gethostname():
+        alive = int(pid) == os.getpid() or _process_alive(int(pid))
+        return _Trainer(alive, f"its trainer (process {pid} on {host})")
+    age_hours = (now_ms - (run.info.end_time or run.info.start_time)) / 3_600_000
+    where = f"on {host}" if host else "with no process recorded"
+    return _Trainer(
+        age_hours <= STALE_AFTER_HOURS,
+        f"its trainer ({where}, run last active {age_hours:.0f} h ago)",
+    )
 
 
 class LstmForecaster(mlflow.pyfunc.PythonModel):

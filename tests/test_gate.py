@@ -7,28 +7,77 @@ from dataclasses import replace
 import pytest
 from helpers import indicator_frame, mean_reverting_prices
 
-from ml.gate import decide
+from ml.gate import ModelScore, decide
+
+NAN = float("nan")
+EWMA = ModelScore(rel_mae=1.0, pinball=1.200)
+
+
+def score(rel_mae, pinball):
+    return ModelScore(rel_mae=rel_mae, pinball=pinball)
+
+
+# (candidate, champion, champion version, force) -> (alias, published, passed, reason)
+RULE = [
+    pytest.param(score(0.99, 1.10), None, None, False,
+                 "champion", "model", True, "beats the baseline", id="passes, first model"),
+    pytest.param(score(1.0, 1.10), None, None, False,  # shrunk fully to naive: exactly 1
+                 "champion", "model", True, "relative MAE 1.0000", id="passes at exactly 1"),
+    pytest.param(score(1.01, 1.10), None, None, False, "challenger", "baseline", False,
+                 "does not beat the baseline: relative MAE 1.0100 > 1", id="fails on point"),
+    pytest.param(score(0.98, 1.25), None, None, False, "challenger", "baseline", False,
+                 "does not beat the baseline: pinball 1.2500 >= ewma 1.2000 "
+                 "(relative MAE 0.9800)", id="fails on intervals"),
+    pytest.param(score(0.98, 1.20), None, None, False, "challenger", "baseline", False,
+                 "pinball 1.2000 >= ewma 1.2000", id="ties the baseline: fails"),
+    pytest.param(score(0.98, NAN), None, None, False, "challenger", "baseline", False,
+                 "gives no prediction intervals", id="no intervals"),
+    pytest.param(score(0.99, 1.10), score(0.99, 1.05), "3", False, "challenger", "model", True,
+                 "worse than champion v3 on the same folds: pinball 1.1000 > 1.0500",
+                 id="worse than champion"),
+    pytest.param(score(1.01, 1.10), score(0.99, 1.15), "3", False, "challenger", "model", False,
+                 "does not beat the baseline: relative MAE 1.0100 > 1",
+                 id="fails with a champion: the champion stays published"),
+    pytest.param(score(0.995, 1.10), score(0.99, 1.10), "3", False, "champion", "model", True,
+                 "no worse than champion v3", id="ties the champion: replaces it"),
+    pytest.param(score(0.99, 1.10), score(1.02, NAN), "3", False, "champion", "model", True,
+                 "no worse than champion v3", id="champion without intervals"),
+    pytest.param(score(1.03, 1.30), score(0.99, 1.05), "3", True, "champion", "model", False,
+                 "promoted by --force", id="force"),
+    pytest.param(score(1.03, 1.30), None, None, True, "champion", "model", False,
+                 "promoted by --force", id="force, first model"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    ("candidate", "champion", "version", "force", "alias", "reason"),
-    [
-        (0.97, 0.99, "3", False, "champion", "beats naive"),
-        (0.99, 0.99, "3", False, "champion", "no worse"),
-        (0.98, 0.96, "3", False, "challenger", "worse than champion v3"),
-        (1.01, 1.05, "3", False, "challenger", "does not beat naive"),
-        (1.01, 0.96, "3", True, "champion", "--force"),
-        (0.95, None, None, False, "champion", "first model"),
-        (1.02, None, None, False, "champion", "bootstrap"),
-    ],
+    ("candidate", "champion", "version", "force", "alias", "published", "passed", "reason"),
+    RULE,
 )
-def test_gate_rule(candidate, champion, version, force, alias, reason):
-    decision = decide(candidate, champion, version, force)
+def test_gate_rule(candidate, champion, version, force, alias, published, passed, reason):
+    decision = decide(candidate, EWMA, champion, version, force)
     assert decision.alias == alias
-    assert reason in decision.reason
+    assert decision.published == published
+    assert decision.passed is passed
+    assert reason in decision.reason, decision.reason
     assert decision.forced is force
-    assert decision.bootstrap is (reason == "bootstrap")
-    assert decision.tags()["gate_alias"] == alias
+    assert decision.promoted is (alias == "champion")
+    tags = decision.tags()
+    assert tags["gate_alias"] == alias and tags["gate_published"] == published
+    assert tags["gate_reason"] == decision.reason
+    assert "gate_bootstrap" not in tags
+
+
+def test_a_forced_promotion_says_what_the_gate_would_have_refused():
+    decision = decide(score(1.03, 1.30), EWMA, force=True)
+    assert "the gate would refuse it: does not beat the baseline" in decision.reason
+    assert "pinball 1.3000 vs ewma 1.2000, relative MAE 1.0300" in decision.reason
+
+
+def test_no_champion_and_a_failed_candidate_publishes_the_baseline():
+    """There is no bootstrap: the first model is not promoted unless it passes."""
+    decision = decide(score(1.0, 1.25), EWMA)
+    assert decision.alias == "challenger" and decision.published == "baseline"
+    assert decision.champion_version is None and decision.champion_pinball is None
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +100,20 @@ def test_gate_refuses_a_weakened_model_and_accepts_a_good_one(learnable_frame):
     weakened = replace(good, learning_rate=2.0, epochs=2)
     train = TrainConfig(params=good, stop_days=60, train_years=None, max_train_samples=None)
 
-    weak_rel, good_rel, _ = compare_on_same_folds(
-        learnable_frame, train, weakened, good, n_folds=2, test_days=21
-    )
+    weak = compare_on_same_folds(learnable_frame, train, weakened, good, n_folds=2, test_days=21)
     # Measured: weakened 1.61, good 0.89 (the AR(1) optimum at h=1 is 0.80).
-    refused = decide(weak_rel, good_rel, "1")
+    refused = decide(weak.candidate, weak.baseline, weak.champion, "1")
     assert refused.alias == "challenger", refused.reason
 
-    good_rel_again, weak_rel_again, _ = compare_on_same_folds(
-        learnable_frame, train, good, weakened, n_folds=2, test_days=21
-    )
-    accepted = decide(good_rel_again, weak_rel_again, "1")
+    strong = compare_on_same_folds(learnable_frame, train, good, weakened, n_folds=2, test_days=21)
+    accepted = decide(strong.candidate, strong.baseline, strong.champion, "1")
     assert accepted.alias == "champion", accepted.reason
-    assert good_rel_again < 0.95  # real skill on a learnable series
-    assert good_rel_again == pytest.approx(good_rel, rel=1e-6)  # same folds, same result
+    assert strong.candidate.rel_mae < 0.95  # real skill on a learnable series
+    # Same folds, same result, whichever side the settings are on.
+    assert strong.candidate.rel_mae == pytest.approx(weak.champion.rel_mae, rel=1e-6)
+    assert strong.candidate.pinball == pytest.approx(weak.champion.pinball, rel=1e-6)
+    # The baseline: naive's point forecast (relative MAE exactly 1) with EWMA intervals.
+    assert strong.baseline.rel_mae == 1.0
+    assert strong.baseline.pinball > strong.candidate.pinball
+    assert 0.5 < strong.baseline.coverage_80 < 1
+    assert set(strong.metrics["model"]) == {"candidate", "champion", "ewma", "naive"}

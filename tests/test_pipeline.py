@@ -43,7 +43,9 @@ def pipeline_run(tmp_path_factory):
 
         ctx = build_context()
         messages: list[str] = []
-        report = run_pipeline(ctx, [inputs], train_config=TINY, say=messages.append)
+        # A one-epoch model need not pass the promotion gate (there is no bootstrap): forced,
+        # so that the tests below have a champion to check.
+        report = run_pipeline(ctx, [inputs], train_config=TINY, say=messages.append, force=True)
         yield {
             "report": report,
             "messages": messages,
@@ -101,9 +103,14 @@ def test_promotion_is_its_own_stage_after_training(pipeline_run):
     train, promote = messages.index("== train"), messages.index("== promote (promotion gate)")
     assert any(m.startswith("epoch 1/") for m in messages[train:promote])
     gate = messages[promote + 1 :]
-    assert gate[0] == "promotion gate: walk-forward over 2 folds of 21 days, candidate vs naive"
+    assert gate[0] == (
+        "promotion gate: walk-forward over 2 folds of 21 days, candidate vs the ewma baseline, "
+        "beside naive"
+    )
     assert any(m.startswith("  fold 2/2 candidate: done in") for m in gate)
-    assert report.gate.alias == "champion"  # the first model: no champion before it
+    assert any(m.startswith("  fold 2/2 ewma: done in") for m in gate)
+    assert report.gate.alias == "champion" and report.gate.forced  # see the fixture
+    assert report.gate.reason.startswith("promoted by --force (pinball ")
     assert any(m.startswith(f"gate: champion: {report.gate.reason}") for m in gate)
 
 

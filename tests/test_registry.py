@@ -70,55 +70,115 @@ def test_killed_runs_are_marked_failed_live_ones_kept(store) -> None:
     assert registry.recover(experiment_id) == []  # converged
 
 
-def test_version_left_without_alias_becomes_bootstrap_champion(store) -> None:
+def _killed_trainer(experiment_id: str) -> str:
+    """A finished training run whose process (on this host) is gone."""
+    host = registry.owner_tags()[registry.HOST_TAG]
+    run_id = _running_run(experiment_id, {registry.PID_TAG: str(_dead_pid()),
+                                          registry.HOST_TAG: host})  # fmt: skip
+    mlflow.MlflowClient().set_terminated(run_id)
+    return run_id
+
+
+def _version(run_id: str) -> str:
+    return (
+        mlflow.MlflowClient()
+        .create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)
+        .version
+    )
+
+
+def test_a_version_left_without_alias_is_tagged_never_promoted(store) -> None:
     _settings, experiment_id = store
     client = mlflow.MlflowClient()
     client.create_registered_model(MODEL_NAME)  # a registered model with no versions
     assert registry.recover(experiment_id) == []
-    assert registry.champion_version() is None
 
-    run_id = _running_run(experiment_id, {})
+    run_id = _killed_trainer(experiment_id)
     for _ in range(2):  # killed twice between registering and setting the alias
-        client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)
+        _version(run_id)
     messages = registry.recover(experiment_id)
-    assert str(registry.champion_version()) == "2"
-    assert messages and "bootstrap" in messages[0]
-    tags = client.get_model_version(MODEL_NAME, "2").tags
-    assert tags["stockcast.recovered"].startswith("bootstrap")
+    assert registry.champion_version() is None  # no bootstrap: nothing is promoted
+    assert len(messages) == 2, messages
+    assert all("has no alias (promotion interrupted" in m for m in messages)
+    assert "the next `stockcast train` (or `stockcast run`) trains and gates" in messages[1]
+    for version in ("1", "2"):
+        found = client.get_model_version(MODEL_NAME, version)
+        assert found.tags[registry.RECOVERED_TAG].startswith("promotion interrupted: ")
+        assert "does not promote" in found.tags[registry.RECOVERED_TAG]
+        assert not found.aliases
+    assert registry.recover(experiment_id) == []  # converged: tagged once
 
-    client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)  # a challenger
+    # A version the gate judged (its run carries the decision) is not touched, with an alias
+    # or, once a later version took the alias, without one.
+    gated = _killed_trainer(experiment_id)
+    client.set_tag(gated, "gate_alias", "challenger")
+    registry.set_alias(_version(gated), "challenger")
+    registry.set_alias(_version(gated), "challenger")  # v3 loses the alias to v4
     assert registry.recover(experiment_id) == []
-    assert str(registry.champion_version()) == "2"
+    assert registry.RECOVERED_TAG not in client.get_model_version(MODEL_NAME, "3").tags
+
+
+def test_versions_older_than_an_aliased_one_are_left_alone(store) -> None:
+    """Versions from before the gate recorded its decision, superseded since: not interrupted
+    promotions, so not tagged."""
+    _settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    run_id = _killed_trainer(experiment_id)
+    _version(run_id)
+    registry.set_alias(_version(run_id), CHAMPION_ALIAS)
+    assert registry.recover(experiment_id) == []
+    assert registry.RECOVERED_TAG not in client.get_model_version(MODEL_NAME, "1").tags
 
 
 def test_version_of_a_live_trainer_is_left_to_its_promotion(store) -> None:
     """Training registers first and the promotion stage sets the alias minutes later: another
-    process recovering meanwhile must not promote the version under the trainer's feet."""
+    process recovering meanwhile must not touch the version under the trainer's feet."""
     _settings, experiment_id = store
     client = mlflow.MlflowClient()
     client.create_registered_model(MODEL_NAME)
     live = _running_run(experiment_id, registry.owner_tags())
     client.set_terminated(live)  # train's run is finished; its promotion is under way
-    client.create_model_version(MODEL_NAME, f"runs:/{live}/model", live)
+    _version(live)
     assert registry.recover(experiment_id) == []
-    assert registry.champion_version() is None
+    assert registry.RECOVERED_TAG not in client.get_model_version(MODEL_NAME, "1").tags
 
     client.set_tag(live, registry.PID_TAG, str(_dead_pid()))  # the trainer was killed
     messages = registry.recover(experiment_id)
-    assert messages and "bootstrap" in messages[0]
-    assert str(registry.champion_version()) == "1"
+    assert len(messages) == 1 and "promotion interrupted" in messages[0]
+    assert "its trainer (process " in messages[0]
+    assert registry.champion_version() is None
+
+
+def test_a_trainer_on_another_host_is_given_the_stale_limit(store) -> None:
+    _settings, experiment_id = store
+    client = mlflow.MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    elsewhere = {registry.PID_TAG: "1", registry.HOST_TAG: "other-host"}
+    recent = _running_run(experiment_id, elsewhere)
+    client.set_terminated(recent)
+    _version(recent)
+    day_ms = 24 * 3_600_000
+    long_ago = client.get_run(recent).info.start_time - day_ms - 3_600_000
+    old = _running_run(experiment_id, elsewhere, start_time=long_ago)
+    client.set_terminated(old, end_time=long_ago + 60_000)
+    _version(old)
+    messages = registry.recover(experiment_id)
+    assert len(messages) == 1 and messages[0].startswith(f"{MODEL_NAME} v2 has no alias")
+    assert "on other-host" in messages[0]
+    assert registry.RECOVERED_TAG not in client.get_model_version(MODEL_NAME, "1").tags
 
 
 def test_configure_recovers_on_first_lookup(store, caplog) -> None:
     settings, experiment_id = store
     client = mlflow.MlflowClient()
     client.create_registered_model(MODEL_NAME)
-    run_id = _running_run(experiment_id, {})
-    client.create_model_version(MODEL_NAME, f"runs:/{run_id}/model", run_id)
+    _version(_killed_trainer(experiment_id))
     with caplog.at_level(logging.WARNING, logger="ml.registry"):
         registry.configure(settings)
-    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version) == "1"
-    assert "promoted" in caplog.text
+    assert "promotion interrupted" in caplog.text
+    assert registry.champion_version() is None
+    assert client.get_model_version(MODEL_NAME, "1").tags[registry.RECOVERED_TAG]
 
 
 def test_predict_type_hints_satisfy_mlflow() -> None:
