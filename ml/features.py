@@ -11,9 +11,8 @@ model may add on top of it (:func:`feature_set` builds the column list, ``make_w
 features=...)`` windows it); :func:`build_feature_frame` always computes every column, so any
 set can be windowed from one frame. Warm-up is counted in a ticker's rows (its first row is 0):
 
-- ``volatility``: ``log_vol_5`` / ``log_vol_60`` / ``log_vol_250``, the log of the rolling
-  standard deviation of ``ret_1`` over 5 / 60 / 250 rows (first values at rows 5 / 60 / 250;
-  the year-long one tells the network a stock's usual level, which its 30-day window cannot); ``log_park_5`` /
+- ``volatility``: ``log_vol_5`` / ``log_vol_60``, the log of the rolling standard deviation
+  of ``ret_1`` over 5 / 60 rows (first values at rows 5 / 60); ``log_park_5`` /
   ``log_park_20``, the log Parkinson range volatility ``sqrt(mean(range_hl**2) / (4 ln 2))``
   over 5 / 20 rows (rows 4 / 19); ``log_ewma_vol``, the log RiskMetrics EWMA volatility
   (lambda 0.94, start-up weights normalised as in :func:`ml.baselines.ewma_variance`) of
@@ -67,14 +66,7 @@ VOLATILITY = FEATURES.index("volatility_20")
 # is the order feature_set() lays them out in.
 FEATURE_GROUPS: dict[str, list[str]] = {
     "base": FEATURES,
-    "volatility": [
-        "log_vol_5",
-        "log_vol_60",
-        "log_vol_250",
-        "log_park_5",
-        "log_park_20",
-        "log_ewma_vol",
-    ],
+    "volatility": ["log_vol_5", "log_vol_60", "log_park_5", "log_park_20", "log_ewma_vol"],
     "market": ["mkt_ret_1", "mkt_vol_20", "excess_ret_1"],
     "volume": ["volume_change"],
 }
@@ -204,7 +196,7 @@ def build_feature_frame(indicators: pd.DataFrame) -> pd.DataFrame:
 
     with np.errstate(invalid="ignore"):
         # volatility group
-        for n in (5, 60, 250):
+        for n in (5, 60):
             out[f"log_vol_{n}"] = _log_floored(rolling(returns, n, "std"))
         range_squared = out["range_hl"].where(np.isfinite(out["range_hl"])) ** 2
         for n in (5, 20):

@@ -31,7 +31,7 @@ def frame():
 def test_features_are_stationary_not_price_levels(frame):
     features = build_feature_frame(frame)
     complete = features.dropna(subset=ALL_FEATURES)
-    assert len(complete) > 300  # 600 bars less log_vol_250's warm-up
+    assert len(complete) > 400
     # Scale-free: multiplying every price by 1000 leaves every feature unchanged.
     scaled = frame.copy()
     price_columns = ["open", "high", "low", "close", "sma_5", "sma_20", "sma_50", "ema_12",
@@ -176,7 +176,6 @@ def test_candidate_warm_up_rows(frame):
         **dict.fromkeys(FEATURES, 49),  # SMA 50 (and the row rule: all base columns together)
         "log_vol_5": 5,
         "log_vol_60": 60,
-        "log_vol_250": 250,
         "log_park_5": 4,
         "log_park_20": 19,
         "log_ewma_vol": 20,
@@ -185,7 +184,7 @@ def test_candidate_warm_up_rows(frame):
         "excess_ret_1": 1,
         "volume_change": 1,
     }
-    assert features[ALL_FEATURES].iloc[250:].notna().all().all()
+    assert features[ALL_FEATURES].iloc[60:].notna().all().all()
 
 
 def test_volume_change_is_the_clipped_log_volume_difference(frame):
@@ -216,7 +215,7 @@ def test_a_flat_stretch_gives_the_volatility_floor_not_minus_infinity(frame):
     ewma = features.loc[200:290, "log_ewma_vol"]
     assert np.isfinite(ewma).all() and ewma.is_monotonic_decreasing  # decays, never -inf
     # Those rows stay complete: a floored volatility is a value, not a gap.
-    assert features.loc[250:290, ALL_FEATURES].notna().all().all()  # 250: log_vol_250's warm-up
+    assert features.loc[200:290, ALL_FEATURES].notna().all().all()
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +276,9 @@ def test_windows_of_a_feature_subset(frame):
     row = features.loc[features["trade_date"] == as_of, chosen].to_numpy(np.float32)[0]
     np.testing.assert_array_equal(wider.x[5, -1], row)
 
-    # log_vol_250's longer warm-up only removes the windows that reach into it.
+    # log_vol_60's longer warm-up only removes the windows that reach into it.
     everything = make_windows(features, window=20, features=ALL_FEATURES)
-    first_complete = features["trade_date"].iloc[250 + 19]
+    first_complete = features["trade_date"].iloc[60 + 19]
     assert everything.as_of_dates[0] == first_complete
     kept = base.as_of_dates >= np.datetime64(first_complete)
     np.testing.assert_array_equal(everything.as_of_dates, base.as_of_dates[kept])

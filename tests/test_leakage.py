@@ -78,7 +78,7 @@ def test_a_candidate_column_shifted_into_the_future_is_detected(indicators, colu
 def test_every_window_for_an_as_of_date_uses_only_bars_up_to_it(indicators):
     full = build_feature_frame(indicators)
     for features in (FEATURE_GROUPS["base"], ALL_FEATURES):
-        for cut in (300, 450):  # past log_vol_250's warm-up (plus the window)
+        for cut in (200, 450):
             as_of = full["trade_date"].iloc[cut]
             from_full = make_windows(
                 full, 20, features=features, require_targets=False, as_of_from=as_of, as_of_to=as_of
