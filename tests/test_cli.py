@@ -171,6 +171,53 @@ def test_building_on_a_fresh_home_says_to_ingest_first(home, command):
     assert not (home / "mlflow").exists()  # refused before the MLflow store is touched
 
 
+# The training options of every command that trains, each refused in a real process: one
+# `error:` line naming the option, exit 2, before TensorFlow, MLflow or pandas load.
+TRAIN_ARGUMENTS = [
+    ("--epochs", "0"), ("--window", "-3"), ("--units", "0"), ("--layers", "0"),
+]  # fmt: skip
+REFUSE_AND_REPORT = """
+import sys
+from ml.cli import main
+try:
+    main(sys.argv[1:], prog_name="stockcast")
+except SystemExit as exit:
+    loaded = [m for m in ("tensorflow", "keras", "mlflow", "pandas", "dbt") if m in sys.modules]
+    print(exit.code, ",".join(loaded) or "-")
+"""
+
+
+@pytest.mark.parametrize("command", ["train", "run {prices}", "tune", "backtest"])
+def test_training_arguments_are_refused_before_anything_loads(tmp_path, command):
+    import os
+
+    prices = tmp_path / "ACME.csv"
+    prices.write_text("Date,Open,High,Low,Close,Adj Close,Volume\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STOCKCAST_", "MLFLOW_"))}
+    env["STOCKCAST_HOME"] = str(tmp_path / "home")
+    for option, value in TRAIN_ARGUMENTS:
+        args = [*command.format(prices=prices).split(), option, value]
+        done = subprocess.run([sys.executable, "-c", REFUSE_AND_REPORT, *args], env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.stdout.split() == ["2", "-"], (args, done.stdout, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+        assert f"Invalid value for '{option}': {value}" in lines[0]
+    assert not (tmp_path / "home").exists()
+
+
+def test_a_bad_training_argument_answers_at_once(tmp_path):
+    """The installed `stockcast` script, timed: the refusal costs an interpreter start and
+    click, nothing heavier."""
+    import time
+
+    started = time.perf_counter()
+    done = _run_cli(["train", "--epochs", "0"], tmp_path / "home")
+    took = time.perf_counter() - started
+    assert done.returncode == 2 and done.stderr.startswith("error: Invalid value for '--epochs'")
+    assert took < 2.0, f"{took:.2f} s"  # measured: 0.2 s
+
+
 def _raise(exc):
     def build():
         raise exc
