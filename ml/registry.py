@@ -207,7 +207,9 @@ def _trainer(client: MlflowClient, version, now_ms: int) -> _Trainer:
 
 
 class LstmForecaster(mlflow.pyfunc.PythonModel):
-    """Raw feature windows in, log returns for horizons 1..H out."""
+    """Raw feature windows in, the published log-return forecast for horizons 1..H out: the
+    network's location shrunk toward naive by the combination weights in its meta.
+    :meth:`forecast` also gives the calibrated interval bounds."""
 
     def load_context(self, context):
         import keras
@@ -223,10 +225,18 @@ class LstmForecaster(mlflow.pyfunc.PythonModel):
             history={},
         )
 
+    def forecast(self, model_input: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Published log returns and their ``lower_80 .. upper_95`` bounds."""
+        from ml.combine import Calibration, publish
+
+        x = np.asarray(model_input, dtype=np.float32)
+        location, scale = self.forecaster.predict_distribution(x)
+        return publish(location, scale, Calibration.from_dict(self.meta))
+
     # Typed so MLflow does not warn on every log; np.ndarray is a hint MLflow accepts without
     # inferring a schema from it, so the signature stays the one inferred from the example.
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
-        return self.forecaster.predict(np.asarray(model_input, dtype=np.float32))
+        return self.forecast(model_input)[0]
 
 
 def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
@@ -246,7 +256,11 @@ def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
                 }
             )
         )
-        example_y = forecaster.predict(example_x)
+        from ml.combine import Calibration, publish
+
+        example_y = publish(
+            *forecaster.predict_distribution(example_x), Calibration.from_dict(meta)
+        )[0]
         # MLflow prints "Successfully registered model ..." and "Created version ..." itself;
         # the stage reports the registration in its own words.
         disable_logging()

@@ -18,10 +18,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from ml import intervals
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
-from ml.features import HORIZONS, VOLATILITY, build_feature_frame, make_windows
+from ml.features import FEATURE_GROUPS, HORIZONS, build_feature_frame, make_windows
 
 if TYPE_CHECKING:
     from ml.context import RunContext
@@ -86,9 +85,14 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
     champion = registry.load_champion()
     window = int(champion.meta["window"])
 
-    indicators = load_indicators(warehouse, tickers)
-    frame = build_feature_frame(indicators)
-    latest = make_windows(frame, window, require_targets=False, last_only=True)
+    features = champion.meta["features"]
+    # Market inputs are means over the universe loaded: build them from every ticker the
+    # model was trained beside, then keep the ones asked for.
+    universe = None if set(features) & set(FEATURE_GROUPS["market"]) else tickers
+    frame = build_feature_frame(load_indicators(warehouse, universe))
+    if tickers and universe is None:
+        frame = frame[frame["ticker"].isin(set(tickers))]
+    latest = make_windows(frame, window, features=features, require_targets=False, last_only=True)
     all_tickers = sorted(frame["ticker"].unique())
     skipped = sorted(set(all_tickers) - set(latest.tickers))
     if len(latest) == 0:
@@ -97,11 +101,7 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
             "needed to forecast"
         )
     say(f"forecasting {len(latest)} tickers with {MODEL_NAME} v{champion.version}")
-    log_returns = np.asarray(champion.model.predict(latest.x))
-    bounds = {}
-    if champion.meta.get("interval_quantiles"):
-        quantiles = {int(k): v for k, v in champion.meta["interval_quantiles"].items()}
-        bounds = intervals.apply(log_returns, latest.x[:, -1, VOLATILITY], quantiles)
+    log_returns, bounds = champion.model.unwrap_python_model().forecast(latest.x)
     as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
     targets = next_trading_days(as_of, HORIZONS)
     scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
