@@ -136,64 +136,138 @@ def backtest_metrics(forecasts: pd.DataFrame, naive_scale: pd.DataFrame) -> pd.D
     ticker), the mean absolute one-day change of the close over the year of trading days
     before the fold (MASE's denominator). Every model is compared with the naive forecast on
     the same (fold, ticker, as-of date, horizon) rows.
+
+    Per scope (a ticker, or all of them pooled) of each (model, horizon): MAE, RMSE, MAPE and
+    MASE over its rows; relative MAE = MAE / naive MAE (pooled: the geometric mean of the
+    tickers' ratios, a ticker naive forecast perfectly left out, a perfect ticker counting
+    0); the direction hit rate over rows where the price moved (NaN for a model that never
+    predicts a move); the Diebold-Mariano test vs naive on the daily mean of the scaled
+    losses; coverage, width and Winkler score of each interval level over the rows that have
+    that interval (NaN when none do), and the mean pinball loss (:func:`_pinball`). Computed
+    column-wise over all scopes at once (rows in the order (model, horizon), pooled first,
+    then tickers).
     """
     frame = forecasts.merge(naive_scale, on=["fold", "ticker"], how="left")
     close = frame["as_of_close"]
-    actual = close * np.exp(frame["actual_log_return"])
+    y = frame["actual_log_return"]
+    actual = close * np.exp(y)
     frame["error"] = close * np.exp(frame["predicted_log_return"]) - actual
+    frame["sq_error"] = frame["error"] ** 2
     frame["abs_error"] = frame["error"].abs()
     frame["naive_abs_error"] = (close - actual).abs()
     frame["ape"] = frame["abs_error"] / actual * 100
     frame["scaled_error"] = frame["abs_error"] / frame["scale"]
     frame["scaled_naive_error"] = frame["naive_abs_error"] / frame["scale"]
-    moved = frame["actual_log_return"] != 0
+    moved = y != 0
     frame["direction_hit"] = np.where(
-        moved,
-        np.sign(frame["predicted_log_return"]) == np.sign(frame["actual_log_return"]),
-        np.nan,
+        moved, np.sign(frame["predicted_log_return"]) == np.sign(y), np.nan
     )
+    frame["moves"] = frame["predicted_log_return"] != 0
+    interval_columns = []
+    for level in LEVELS:
+        lower, upper = frame[f"lower_{level}"], frame[f"upper_{level}"]
+        given = lower.notna() & upper.notna()  # a model may give intervals for some tickers only
+        frame[f"given_{level}"] = given.astype(float)
+        frame[f"covered_{level}"] = (given & (y >= lower) & (y <= upper)).astype(float)
+        frame[f"width_{level}"] = (upper - lower).where(given)
+        frame[f"winkler_{level}"] = winkler_score(y, lower, upper, level).where(given)
+        interval_columns += [f"given_{level}", f"covered_{level}"]
+    bounds = frame[list(BOUND_QUANTILES)]
+    all_bounds = bounds.notna().all(axis=1)
+    losses = sum(pinball_loss(y, bounds[key], tau) for key, tau in BOUND_QUANTILES.items())
+    frame["pinball_row"] = (losses / len(BOUND_QUANTILES)).where(all_bounds)
+    frame["pinball_given"] = all_bounds.astype(float)
+    frame["pinball_nan"] = (all_bounds & frame["pinball_row"].isna()).astype(float)
 
-    rows = []
-    for (model, horizon), group in frame.groupby(["model", "horizon"], sort=True):
-        gives_direction = (group["predicted_log_return"] != 0).any()
-        per_ticker = group.groupby("ticker")
-        ratios = per_ticker["abs_error"].mean() / per_ticker["naive_abs_error"].mean()
-        ratios = ratios[np.isfinite(ratios)]  # a ticker naive forecast perfectly has no ratio
-        scopes = [(POOLED, group), *per_ticker]
-        for ticker, part in scopes:
-            # DM on the daily mean of scale-free losses, so each date counts once.
-            daily = part.groupby("as_of_date")[["scaled_error", "scaled_naive_error"]].mean()
-            dm_stat, dm_p = diebold_mariano(
-                (daily["scaled_error"] - daily["scaled_naive_error"]).to_numpy(), int(horizon)
-            )
-            naive_mae = part["naive_abs_error"].mean()
-            if ticker == POOLED:  # geometric mean over tickers: price levels do not weigh in
-                with np.errstate(divide="ignore"):  # a perfect ticker: log(0) = -inf -> 0
-                    rel_mae = float(np.exp(np.log(ratios).mean()))
-            else:
-                rel_mae = float(part["abs_error"].mean() / naive_mae) if naive_mae > 0 else np.nan
-            rows.append(
-                {
-                    "model": model,
-                    "ticker": ticker,
-                    "horizon": int(horizon),
-                    "n_forecasts": len(part),
-                    "mae": float(part["abs_error"].mean()),
-                    "rmse": float(np.sqrt((part["error"] ** 2).mean())),
-                    "mape": float(part["ape"].mean()),
-                    "rel_mae": rel_mae,
-                    "mase": float(part["scaled_error"].mean()),
-                    "directional_accuracy": float(part["direction_hit"].mean())
-                    if gives_direction
-                    else np.nan,
-                    "dm_stat": dm_stat if model != "naive" else np.nan,
-                    "dm_pvalue": dm_p if model != "naive" else np.nan,
-                    **_interval_scores(part, 80),
-                    **_interval_scores(part, 95),
-                    "pinball": _pinball(part),
-                }
-            )
-    return pd.DataFrame(rows)
+    means = ["abs_error", "naive_abs_error", "sq_error", "ape", "scaled_error", "direction_hit",
+             "width_80", "winkler_80", "width_95", "winkler_95", "pinball_row"]  # fmt: skip
+    sums = [*interval_columns, "pinball_given", "pinball_nan"]
+    keys = ["model", "horizon"]
+    per_ticker = _scope_table(frame, [*keys, "ticker"], means, sums)
+    pooled = _scope_table(frame, keys, means, sums)
+    pooled.insert(2, "ticker", POOLED)
+
+    # Relative MAE: per ticker its ratio; pooled the geometric mean of the finite ratios.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = per_ticker["abs_error"] / per_ticker["naive_abs_error"]
+        per_ticker["rel_mae"] = np.where(per_ticker["naive_abs_error"] > 0, ratio, np.nan).astype(
+            float
+        )
+        finite = ratio[np.isfinite(ratio)]
+        log_ratio = np.log(finite)  # a perfect ticker: log(0) = -inf -> 0
+    geometric = np.exp(log_ratio.groupby([per_ticker.loc[finite.index, k] for k in keys]).mean())
+    pooled["rel_mae"] = geometric.reindex(pd.MultiIndex.from_frame(pooled[keys])).to_numpy()
+
+    # Diebold-Mariano on the daily mean of scale-free losses, so each date counts once.
+    for table, scope in ((per_ticker, [*keys, "ticker"]), (pooled, keys)):
+        table["dm_stat"], table["dm_pvalue"] = _dm_by_scope(frame, scope, table)
+
+    gives_direction = frame.groupby(keys, sort=True)["moves"].any()
+    out = pd.concat([pooled, per_ticker], ignore_index=True)
+    out["scope_order"] = (out["ticker"] != POOLED).astype(int)
+    out = out.sort_values([*keys, "scope_order", "ticker"], kind="stable").reset_index(drop=True)
+    direction = pd.Series(
+        gives_direction.reindex(pd.MultiIndex.from_frame(out[keys])).to_numpy(dtype=bool)
+    )
+    naive = out["model"] == "naive"
+    result = pd.DataFrame(
+        {
+            "model": out["model"],
+            "ticker": out["ticker"],
+            "horizon": out["horizon"].astype(int),
+            "n_forecasts": out["n"].astype(int),
+            "mae": out["abs_error"],
+            "rmse": np.sqrt(out["sq_error"]),
+            "mape": out["ape"],
+            "rel_mae": out["rel_mae"],
+            "mase": out["scaled_error"],
+            "directional_accuracy": out["direction_hit"].where(direction),
+            "dm_stat": out["dm_stat"].mask(naive),
+            "dm_pvalue": out["dm_pvalue"].mask(naive),
+        }
+    )
+    for level in LEVELS:
+        none = out[f"given_{level}"] == 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            coverage = out[f"covered_{level}"] / out[f"given_{level}"]
+        result[f"coverage_{level}"] = coverage.mask(none)
+        result[f"width_{level}"] = (out[f"width_{level}"] * 100).mask(none)
+        result[f"winkler_{level}"] = (out[f"winkler_{level}"] * 100).mask(none)
+    result["pinball"] = (out["pinball_row"] * 100).mask(
+        (out["pinball_given"] == 0) | (out["pinball_nan"] > 0)
+    )
+    return result.astype({c: float for c in result.columns[4:]})
+
+
+def _scope_table(frame: pd.DataFrame, keys: list[str], means: list[str], sums: list[str]):
+    """Per group of ``keys``: its row count ``n``, the NaN-skipping means of ``means`` and the
+    sums of ``sums``, in sorted key order."""
+    groups = frame.groupby(keys, sort=True)
+    table = groups[means].mean()
+    table[sums] = groups[sums].sum()
+    table["n"] = groups.size()
+    return table.reset_index()
+
+
+def _dm_by_scope(frame: pd.DataFrame, scope: list[str], table: pd.DataFrame):
+    """:func:`diebold_mariano` of each scope's daily mean loss differential (scaled model
+    minus scaled naive error), aligned with ``table``'s rows (which have the ``scope`` keys)."""
+    daily = frame.groupby([*scope, "as_of_date"], sort=True)[
+        ["scaled_error", "scaled_naive_error"]
+    ].mean()
+    differential = (daily["scaled_error"] - daily["scaled_naive_error"]).to_numpy()
+    index = daily.index.droplevel("as_of_date")
+    # The groups are sorted, so each scope's dates are one contiguous run of rows.
+    boundaries = np.flatnonzero(~index.duplicated(keep="first"))
+    ends = np.append(boundaries[1:], len(index))
+    position = {index[b]: (b, e) for b, e in zip(boundaries, ends, strict=True)}
+    stats, pvalues = [], []
+    for key, horizon in zip(pd.MultiIndex.from_frame(table[scope]), table["horizon"], strict=True):
+        b, e = position[key]
+        statistic, p_value = diebold_mariano(differential[b:e], int(horizon))
+        stats.append(statistic)
+        pvalues.append(p_value)
+    return stats, pvalues
 
 
 def skill_by_model(metrics: pd.DataFrame) -> pd.Series:
@@ -213,3 +287,54 @@ def naive_scales(frame: pd.DataFrame, folds, lookback: int = 252) -> pd.DataFram
             if len(changes) and changes.mean() > 0:
                 rows.append({"fold": fold.index, "ticker": ticker, "scale": changes.mean()})
     return pd.DataFrame(rows, columns=["fold", "ticker", "scale"])
+
+
+REGIME_METRICS = ("rel_mae", "coverage_80", "coverage_95", "winkler_80", "winkler_95")
+OTHER_REGIME = "other"  # folds outside every named regime
+
+
+def regime_metrics(
+    forecasts: pd.DataFrame, folds, naive_scale: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Pooled metrics per named regime and model, by :func:`backtest_metrics` on each regime's
+    rows (the same definitions as the whole backtest's), averaged over horizons.
+
+    ``folds`` are :class:`ml.folds.Fold`; a fold's ``regime`` decides its rows (folds without
+    one are pooled as ``"other"``). One row per (regime, model) in the folds' time order, with
+    the regime's fold count and first and last as-of dates, the relative MAE vs naive and, for
+    models with intervals, coverage and Winkler scores at 80 and 95% (NaN otherwise). Empty
+    when no fold carries a regime.
+    """
+    columns = ["regime", "model", "n_folds", "first_as_of", "last_as_of", "n_forecasts",
+               *REGIME_METRICS]  # fmt: skip
+    if not any(fold.regime for fold in folds):
+        return pd.DataFrame(columns=columns)
+    if naive_scale is None:
+        naive_scale = pd.DataFrame(columns=["fold", "ticker", "scale"])
+    by_regime: dict[str, list] = {}
+    for fold in folds:
+        by_regime.setdefault(fold.regime or OTHER_REGIME, []).append(fold)
+    rows = []
+    for regime, members in by_regime.items():
+        indices = [fold.index for fold in members]
+        part = forecasts[forecasts["fold"].isin(indices)]
+        if part.empty:
+            continue
+        scale = naive_scale[naive_scale["fold"].isin(indices)]
+        pooled = backtest_metrics(part, scale)
+        pooled = pooled[pooled["ticker"] == POOLED]
+        means = pooled.groupby("model", sort=False)[list(REGIME_METRICS)].mean()
+        counts = pooled.groupby("model", sort=False)["n_forecasts"].sum()
+        for model, values in means.iterrows():
+            rows.append(
+                {
+                    "regime": regime,
+                    "model": model,
+                    "n_folds": len(members),
+                    "first_as_of": min(f.test_start for f in members).date(),
+                    "last_as_of": max(f.test_end for f in members).date(),
+                    "n_forecasts": int(counts[model]),
+                    **values.to_dict(),
+                }
+            )
+    return pd.DataFrame(rows, columns=columns)

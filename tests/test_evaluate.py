@@ -136,3 +136,104 @@ def test_interval_metrics_by_hand_skip_rows_without_bounds():
     )
     naive = metrics[(metrics["ticker"] == POOLED) & (metrics["model"] == "naive")].iloc[0]
     assert np.isnan(naive["pinball"]) and np.isnan(naive["coverage_80"])
+
+
+def _per_group_backtest_metrics(forecasts, naive_scale):
+    """backtest_metrics as first written, one (model, horizon) and scope at a time: the
+    definition the column-wise implementation must reproduce."""
+    import pandas as pd
+
+    from ml.evaluate import POOLED, _interval_scores, _pinball, diebold_mariano
+
+    frame = forecasts.merge(naive_scale, on=["fold", "ticker"], how="left")
+    close = frame["as_of_close"]
+    actual = close * np.exp(frame["actual_log_return"])
+    frame["error"] = close * np.exp(frame["predicted_log_return"]) - actual
+    frame["abs_error"] = frame["error"].abs()
+    frame["naive_abs_error"] = (close - actual).abs()
+    frame["ape"] = frame["abs_error"] / actual * 100
+    frame["scaled_error"] = frame["abs_error"] / frame["scale"]
+    frame["scaled_naive_error"] = frame["naive_abs_error"] / frame["scale"]
+    moved = frame["actual_log_return"] != 0
+    frame["direction_hit"] = np.where(
+        moved, np.sign(frame["predicted_log_return"]) == np.sign(frame["actual_log_return"]), np.nan
+    )
+    rows = []
+    for (model, horizon), group in frame.groupby(["model", "horizon"], sort=True):
+        gives_direction = (group["predicted_log_return"] != 0).any()
+        per_ticker = group.groupby("ticker")
+        ratios = per_ticker["abs_error"].mean() / per_ticker["naive_abs_error"].mean()
+        ratios = ratios[np.isfinite(ratios)]
+        for ticker, part in [(POOLED, group), *per_ticker]:
+            daily = part.groupby("as_of_date")[["scaled_error", "scaled_naive_error"]].mean()
+            dm_stat, dm_p = diebold_mariano(
+                (daily["scaled_error"] - daily["scaled_naive_error"]).to_numpy(), int(horizon)
+            )
+            naive_mae = part["naive_abs_error"].mean()
+            if ticker == POOLED:
+                with np.errstate(divide="ignore"):
+                    rel_mae = float(np.exp(np.log(ratios).mean()))
+            else:
+                rel_mae = float(part["abs_error"].mean() / naive_mae) if naive_mae > 0 else np.nan
+            rows.append(
+                {
+                    "model": model,
+                    "ticker": ticker,
+                    "horizon": int(horizon),
+                    "n_forecasts": len(part),
+                    "mae": float(part["abs_error"].mean()),
+                    "rmse": float(np.sqrt((part["error"] ** 2).mean())),
+                    "mape": float(part["ape"].mean()),
+                    "rel_mae": rel_mae,
+                    "mase": float(part["scaled_error"].mean()),
+                    "directional_accuracy": float(part["direction_hit"].mean())
+                    if gives_direction
+                    else np.nan,
+                    "dm_stat": dm_stat if model != "naive" else np.nan,
+                    "dm_pvalue": dm_p if model != "naive" else np.nan,
+                    **_interval_scores(part, 80),
+                    **_interval_scores(part, 95),
+                    "pinball": _pinball(part),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_backtest_metrics_column_wise_equal_the_per_group_definition():
+    """Several folds, models with, without and with partial intervals, a never-moving model
+    (no direction), a ticker naive forecasts perfectly, (fold, ticker)s without a MASE scale."""
+    import pandas as pd
+
+    from ml.evaluate import backtest_metrics
+    from ml.folds import forecast_frame
+
+    rng = np.random.default_rng(5)
+    tickers = np.array(["AAA", "BBB", "CCC", "DDD"])
+    frames, scales = [], []
+    for fold in range(3):
+        n = 12 * len(tickers)
+        who = np.repeat(tickers, 12)
+        dates = np.tile(pd.bdate_range(f"2021-0{fold + 1}-04", periods=12).to_numpy(), 4)
+        close = np.repeat(rng.uniform(10, 500, len(tickers)), 12)
+        actual = rng.normal(0, 0.02, (n, 3))
+        actual[who == "DDD"] = 0.0  # never moves: naive is perfect there
+        keys = (who, dates, close, actual)
+        sd = np.abs(rng.normal(0.02, 0.005, (n, 1))) * np.sqrt([1, 2, 3])
+        bounds = {"lower_80": -1.28 * sd, "upper_80": 1.28 * sd, "lower_95": -2 * sd,
+                  "upper_95": 2 * sd}  # fmt: skip
+        partial = {key: value.copy() for key, value in bounds.items()}
+        partial["lower_80"][who == "AAA"] = np.nan
+        partial["upper_95"][who == "BBB"] = np.nan
+        frames += [
+            forecast_frame("naive", fold, *keys, np.zeros_like(actual)),
+            forecast_frame("model", fold, *keys, actual + rng.normal(0, 0.02, actual.shape)),
+            forecast_frame("ewma", fold, *keys, np.zeros_like(actual), bounds),
+            forecast_frame("partial", fold, *keys, rng.normal(0, 0.01, actual.shape), partial),
+        ]
+        scales += [{"fold": fold, "ticker": t, "scale": rng.uniform(0.5, 2)} for t in tickers[1:]]
+    forecasts = pd.concat(frames, ignore_index=True)
+    for scale in (pd.DataFrame(scales), pd.DataFrame(columns=["fold", "ticker", "scale"])):
+        expected = _per_group_backtest_metrics(forecasts, scale)
+        got = backtest_metrics(forecasts, scale)
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, atol=1e-15)
+    assert got["pinball"].notna().any() and got["directional_accuracy"].isna().any()
