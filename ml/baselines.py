@@ -14,11 +14,14 @@ forecast as of an origin uses closes up to and including the origin date, never 
 - :func:`drift_forecasts`: ``h`` times the trailing mean daily log return.
 - :func:`ewma_forecasts`: naive, with intervals from RiskMetrics EWMA volatility (no fit).
 - :func:`garch_forecasts`: naive, with intervals from a GARCH(1,1)-t fit per ticker and fold
-  (``arch``) and filtered forward through the test block.
+  (``arch``, :func:`fit_garch_models`) and filtered forward through the test block; a fit made
+  before an earlier fold may serve a later one (filtered forward through the gap).
 - :func:`classical_forecasts`: StatsForecast ``AutoETS`` (or ``AutoARIMA``) per ticker on log
   closes, fit once per fold and rolled forward through the test block without refitting.
 - :func:`peer_lstm_forecasts`: the approach of the project Stockcast replaces (an LSTM on
-  min-max-scaled raw closes predicting the next 10 closes), done without leakage.
+  min-max-scaled raw closes predicting the next 10 closes), done without leakage; in two steps,
+  :func:`fit_peer_lstm` (scalers and network on closes before a cutoff) and
+  :func:`predict_peer_lstm` (any later origins), so one fit may serve several folds.
 
 Pure: arrays and frames in, arrays out, no I/O. TensorFlow, statsforecast and arch are imported
 lazily inside the functions that need them.
@@ -249,6 +252,34 @@ def fit_garch(percent_returns: np.ndarray) -> GarchFit | str:
     return fit
 
 
+@dataclass(frozen=True)
+class GarchFits:
+    """Per-ticker :func:`fit_garch` results on returns whose closes are dated before ``cutoff``
+    (a :class:`GarchFit`, or the reason there is none). Serves any fold starting on or after
+    ``cutoff``: the variance is filtered forward from the last training return."""
+
+    cutoff: pd.Timestamp
+    by_ticker: dict[str, GarchFit | str]
+
+
+def fit_garch_models(
+    frame: pd.DataFrame, cutoff, tickers=None, *, train_days: int = 1000
+) -> GarchFits:
+    """:func:`fit_garch` per ticker (default: every ticker of ``frame``) on its last
+    ``train_days`` daily log returns, in percent, whose closes are dated before ``cutoff``."""
+    cutoff = pd.Timestamp(cutoff)
+    tickers = frame["ticker"].unique() if tickers is None else pd.unique(np.asarray(tickers))
+    series = _series_by_ticker(frame, tickers)
+    by_ticker = {ticker: _fit_before(s, cutoff, train_days) for ticker, s in series.items()}
+    return GarchFits(cutoff, by_ticker)
+
+
+def _fit_before(s: _Series, cutoff: pd.Timestamp, train_days: int) -> GarchFit | str:
+    returns = _log_returns(s.closes) * 100
+    n_train = int(np.searchsorted(s.dates, np.datetime64(cutoff, "ns")))  # closes < cutoff
+    return fit_garch(returns[max(1, n_train - train_days) : n_train])
+
+
 def garch_forecasts(
     frame: pd.DataFrame,
     fold: Fold,
@@ -256,6 +287,7 @@ def garch_forecasts(
     *,
     train_days: int = 1000,
     lam: float = EWMA_LAMBDA,
+    fits: GarchFits | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Naive point forecast with GARCH(1,1)-t volatility intervals.
 
@@ -268,24 +300,40 @@ def garch_forecasts(
     are the unit-variance Student-t quantiles with the fitted degrees of freedom times its
     square root, in log-return space (prices ``close * exp(bound)``).
 
+    ``fits`` (from :func:`fit_garch_models` with a cutoff on or before ``fold.test_start``)
+    replaces the fold's own fits: the recursion is filtered forward from the fits' last
+    training return through the gap and the test block, so nothing dated on or after the
+    cutoff is fit on. Tickers missing from ``fits`` are fit at its cutoff and added to it. With
+    ``fits`` made at ``fold.test_start`` the result is the same as without.
+
     Fallback: a ticker without a usable fit (fewer than 250 training returns, non-finite
     returns, no convergence) gets :func:`ewma_forecasts`' intervals; one warning per call
     names those tickers and the reason.
     """
     _check_origins(fold, origins)
+    if fits is not None and fits.cutoff > fold.test_start:
+        raise ValueError(
+            f"GARCH fits made before {fits.cutoff.date()} cannot serve fold {fold.index} "
+            f"starting {fold.test_start.date()}"
+        )
+    cutoff = fold.test_start if fits is None else fits.cutoff
     n = len(origins)
     bounds = {key: np.full((n, HORIZONS), np.nan) for key in INTERVAL_KEYS}
     series = _series_by_ticker(frame, origins.tickers)
     positions = _origin_positions(series, origins)
-    test_start = np.datetime64(fold.test_start, "ns")
     fallbacks: dict[str, str] = {}
     for ticker in pd.unique(origins.tickers):
         rows = np.flatnonzero(origins.tickers == ticker)
         s = series[ticker]
         returns = _log_returns(s.closes) * 100
-        n_train = int(np.searchsorted(s.dates, test_start))  # closes dated < test_start
+        n_train = int(np.searchsorted(s.dates, np.datetime64(cutoff, "ns")))  # closes < cutoff
         last_train = n_train - 1  # position of the last training close (and return)
-        fit = fit_garch(returns[max(1, n_train - train_days) : n_train])
+        if fits is None:
+            fit = fit_garch(returns[max(1, n_train - train_days) : n_train])
+        else:
+            if ticker not in fits.by_ticker:
+                fits.by_ticker[ticker] = _fit_before(s, cutoff, train_days)
+            fit = fits.by_ticker[ticker]
         if isinstance(fit, str):
             fallbacks[ticker] = fit
             variance = ewma_variance(returns / 100, lam)[positions[rows]]
@@ -412,7 +460,11 @@ class MinMax:
 
 def peer_scalers(frame: pd.DataFrame, fold: Fold, tickers=None) -> dict[str, MinMax]:
     """Each ticker's MinMax fit on its closes dated before ``fold.test_start`` (none if none)."""
-    before = frame[frame["trade_date"] < fold.test_start]
+    return _scalers_before(frame, fold.test_start, tickers)
+
+
+def _scalers_before(frame: pd.DataFrame, cutoff, tickers=None) -> dict[str, MinMax]:
+    before = frame[frame["trade_date"] < pd.Timestamp(cutoff)]
     if tickers is not None:
         before = before[before["ticker"].isin(set(tickers))]
     return {
@@ -433,6 +485,111 @@ def _peer_network(window: int, units: int, layers: int):
     model = keras.Model(inputs, outputs, name="peer_close_lstm")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
     return model
+
+
+@dataclass(frozen=True)
+class PeerFit:
+    """The peer LSTM fit on closes dated before ``cutoff``: the per-ticker scalers of the
+    tickers it has training windows for (fit on those same closes) and the network (``None``
+    when no ticker yielded a training window). Serves any origin dated on or after ``cutoff``;
+    its scalers are the ones the network was trained with, whatever the origin's date."""
+
+    cutoff: pd.Timestamp
+    window: int
+    scalers: dict[str, MinMax]
+    network: object | None
+
+
+def fit_peer_lstm(
+    frame: pd.DataFrame,
+    cutoff,
+    *,
+    window: int = 60,
+    units: int = 50,
+    layers: int = 2,
+    epochs: int = 5,
+    batch_size: int = 256,
+    seed: int = 42,
+    max_train_samples: int = 100_000,
+) -> PeerFit:
+    """The fit half of :func:`peer_lstm_forecasts`: scalers and network on closes dated before
+    ``cutoff`` (see there)."""
+    cutoff = pd.Timestamp(cutoff)
+    stop = np.datetime64(cutoff, "ns")
+    series = _series_by_ticker(frame, frame["ticker"].unique())
+    scalers = _scalers_before(frame, cutoff)
+
+    # Training windows: start index j covers closes j..j+window-1 (inputs) and
+    # j+window..j+window+9 (targets); all must be dated before the cutoff.
+    span = window + HORIZONS
+    scaled_train, counts = {}, {}
+    for ticker, s in series.items():
+        n_train = int(np.searchsorted(s.dates, stop))
+        if n_train >= span and ticker in scalers:
+            scaled_train[ticker] = scalers[ticker].transform(s.closes[:n_train]).astype(np.float32)
+            counts[ticker] = n_train - span + 1
+    trained = {ticker: scalers[ticker] for ticker in scaled_train}
+    total = sum(counts.values())
+    if total == 0:
+        return PeerFit(cutoff, window, trained, None)
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(total, min(total, max_train_samples), replace=False))
+    x_parts, y_parts, offset = [], [], 0
+    for ticker, count in counts.items():
+        local = chosen[(chosen >= offset) & (chosen < offset + count)] - offset
+        offset += count
+        if len(local):
+            view = np.lib.stride_tricks.sliding_window_view(scaled_train[ticker], span)
+            x_parts.append(view[local, :window])
+            y_parts.append(view[local, window:])
+    x_train = np.concatenate(x_parts)[..., None]
+    y_train = np.concatenate(y_parts)
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+    network = _peer_network(window, units, layers)
+    network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
+    return PeerFit(cutoff, window, trained, network)
+
+
+def predict_peer_lstm(
+    fit: PeerFit, frame: pd.DataFrame, fold: Fold, origins: WindowSet
+) -> np.ndarray:
+    """The predict half of :func:`peer_lstm_forecasts`: ``fit`` (made on or before
+    ``fold.test_start``) forecasts the fold's origins, each from the ``window`` closes ending
+    at it, scaled with the fit's scalers."""
+    _check_origins(fold, origins)
+    if fit.cutoff > fold.test_start:
+        raise ValueError(
+            f"a peer fit on closes before {fit.cutoff.date()} cannot serve fold {fold.index} "
+            f"starting {fold.test_start.date()}"
+        )
+    predicted = np.zeros((len(origins), HORIZONS))
+    if len(origins) == 0 or fit.network is None:
+        return predicted
+    window = fit.window
+    series = _series_by_ticker(frame, origins.tickers)
+    positions = _origin_positions(series, origins)
+    usable = np.zeros(len(origins), bool)
+    x_origin = np.zeros((len(origins), window, 1), np.float32)
+    for i, (ticker, pos) in enumerate(zip(origins.tickers, positions, strict=True)):
+        if ticker in fit.scalers and pos + 1 >= window:
+            closes = series[ticker].closes[pos - window + 1 : pos + 1]
+            x_origin[i, :, 0] = fit.scalers[ticker].transform(closes)
+            usable[i] = True
+    if not usable.any():
+        return predicted
+    scaled = fit.network.predict(x_origin[usable], batch_size=4096, verbose=0)
+    scaled = np.asarray(scaled, dtype=np.float64)
+    for k, i in enumerate(np.flatnonzero(usable)):
+        scaler = fit.scalers[origins.tickers[i]]
+        origin_close = series[origins.tickers[i]].closes[positions[i]]
+        closes = np.maximum(scaler.inverse(scaled[k]), 1e-6 * origin_close)
+        predicted[i] = np.log(closes / origin_close)
+    return predicted
 
 
 def peer_lstm_forecasts(
@@ -467,64 +624,22 @@ def peer_lstm_forecasts(
     is what that forecast deserves). Fallback to zeros (naive) for origins whose ticker has
     fewer than ``window + 10`` closes before ``test_start`` or fewer than ``window`` closes up
     to the origin, and for all origins if no ticker yields a training sample.
+
+    :func:`fit_peer_lstm` at ``fold.test_start`` then :func:`predict_peer_lstm`; a fit made
+    at an earlier cutoff may serve later folds the same way.
     """
     _check_origins(fold, origins)
-    predicted = np.zeros((len(origins), HORIZONS))
     if len(origins) == 0:
-        return predicted
-    test_start = np.datetime64(fold.test_start, "ns")
-    series = _series_by_ticker(frame, frame["ticker"].unique())
-    scalers = peer_scalers(frame, fold)
-
-    # Training windows: start index j covers closes j..j+window-1 (inputs) and
-    # j+window..j+window+9 (targets); all must be dated before test_start.
-    span = window + HORIZONS
-    scaled_train, counts = {}, {}
-    for ticker, s in series.items():
-        n_train = int(np.searchsorted(s.dates, test_start))
-        if n_train >= span and ticker in scalers:
-            scaled_train[ticker] = scalers[ticker].transform(s.closes[:n_train]).astype(np.float32)
-            counts[ticker] = n_train - span + 1
-    total = sum(counts.values())
-    if total == 0:
-        return predicted
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(total, min(total, max_train_samples), replace=False))
-    x_parts, y_parts, offset = [], [], 0
-    for ticker, count in counts.items():
-        local = chosen[(chosen >= offset) & (chosen < offset + count)] - offset
-        offset += count
-        if len(local):
-            view = np.lib.stride_tricks.sliding_window_view(scaled_train[ticker], span)
-            x_parts.append(view[local, :window])
-            y_parts.append(view[local, window:])
-    x_train = np.concatenate(x_parts)[..., None]
-    y_train = np.concatenate(y_parts)
-
-    # Origin inputs (only for origins that qualify).
-    positions = _origin_positions(series, origins)
-    usable = np.zeros(len(origins), bool)
-    x_origin = np.zeros((len(origins), window, 1), np.float32)
-    for i, (ticker, pos) in enumerate(zip(origins.tickers, positions, strict=True)):
-        if ticker in scaled_train and pos + 1 >= window:
-            closes = series[ticker].closes[pos - window + 1 : pos + 1]
-            x_origin[i, :, 0] = scalers[ticker].transform(closes)
-            usable[i] = True
-    if not usable.any():
-        return predicted
-
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    network = _peer_network(window, units, layers)
-    network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
-    scaled = network.predict(x_origin[usable], batch_size=4096, verbose=0).astype(np.float64)
-
-    for k, i in enumerate(np.flatnonzero(usable)):
-        scaler = scalers[origins.tickers[i]]
-        origin_close = series[origins.tickers[i]].closes[positions[i]]
-        closes = np.maximum(scaler.inverse(scaled[k]), 1e-6 * origin_close)
-        predicted[i] = np.log(closes / origin_close)
-    return predicted
+        return np.zeros((0, HORIZONS))
+    fit = fit_peer_lstm(
+        frame,
+        fold.test_start,
+        window=window,
+        units=units,
+        layers=layers,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        max_train_samples=max_train_samples,
+    )
+    return predict_peer_lstm(fit, frame, fold, origins)

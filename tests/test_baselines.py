@@ -18,10 +18,13 @@ from ml.baselines import (
     ewma_forecasts,
     ewma_variance,
     fit_garch,
+    fit_garch_models,
+    fit_peer_lstm,
     garch_forecasts,
     naive_forecasts,
     peer_lstm_forecasts,
     peer_scalers,
+    predict_peer_lstm,
 )
 from ml.features import HORIZONS, WindowSet, build_feature_frame, make_windows
 from ml.folds import make_folds
@@ -200,6 +203,89 @@ def test_peer_lstm_shapes_alignment_and_no_look_ahead(data):
     keep = origins.as_of_dates[order] <= np.datetime64(cut)
     np.testing.assert_allclose(moved[keep], base[order][keep], rtol=1e-5, atol=1e-6)
     assert not np.allclose(moved[~keep], base[order][~keep], atol=1e-3)
+
+
+@pytest.fixture(scope="module")
+def two_folds(data):
+    """The fixture's fold and the next one, with their origins."""
+    frame, fold, origins, _ = data
+    later = make_folds(frame["trade_date"], 2)[1]
+    assert later.test_start > fold.test_end
+    return (fold, origins), (later, _origins(frame, later))
+
+
+def _origins(frame, fold):
+    return make_windows(frame, 30, as_of_from=fold.test_start, as_of_to=fold.test_end)
+
+
+def _same_network(a, b) -> bool:
+    weights = zip(a.network.get_weights(), b.network.get_weights(), strict=True)
+    return all(np.array_equal(x, y) for x, y in weights)
+
+
+def test_peer_fit_then_predict_is_the_fresh_forecast_and_serves_a_later_fold(data, two_folds):
+    """One peer fit at the first fold's start gives that fold exactly the one-call forecasts;
+    a later fold reuses its network and its scalers, which never saw a close dated on or after
+    the cutoff, and reads each origin's own closes."""
+    pytest.importorskip("tensorflow")
+    frame, _, _, _ = data
+    (fold, origins), (later, later_origins) = two_folds
+    fit = fit_peer_lstm(frame, fold.test_start, **PEER)
+    assert fit.cutoff == fold.test_start
+    np.testing.assert_array_equal(
+        predict_peer_lstm(fit, frame, fold, origins),
+        peer_lstm_forecasts(frame, fold, origins, **PEER),
+    )
+    # The scalers are the training closes' (before the cutoff), not the later fold's.
+    assert fit.scalers == peer_scalers(frame, fold)
+    assert fit.scalers != peer_scalers(frame, later)
+    # Leakage: every close dated on or after the cutoff tripled, the same fit.
+    moved = _scale_after(frame, fold.test_start - pd.Timedelta(days=1))
+    moved_fit = fit_peer_lstm(moved, fold.test_start, **PEER)
+    assert moved_fit.scalers == fit.scalers and _same_network(moved_fit, fit)
+    # The later fold: inputs up to each origin, scaled with the fit's scalers.
+    reused = predict_peer_lstm(fit, frame, later, later_origins)
+    assert reused.shape == (len(later_origins), HORIZONS) and np.isfinite(reused).all()
+    first = later_origins.as_of_dates == later_origins.as_of_dates.min()
+    after = predict_peer_lstm(fit, _scale_after(frame, later.test_start), later, later_origins)
+    np.testing.assert_allclose(after[first], reused[first], rtol=1e-6, atol=1e-7)
+    assert not np.allclose(after[~first], reused[~first], atol=1e-3)
+    # A fit after the fold's start may not serve it.
+    with pytest.raises(ValueError, match="cannot serve fold 0"):
+        predict_peer_lstm(fit_peer_lstm(frame, later.test_start, **PEER), frame, fold, origins)
+
+
+def test_garch_fits_made_before_an_earlier_fold_filter_forward_to_a_later_one(
+    data, garch, two_folds
+):
+    """GARCH fits at the first fold's start give that fold the fresh forecasts exactly, and a
+    later fold the same intervals as one long test block from the cutoff (the recursion run
+    forward over the gap); closes on or after the cutoff do not move the fits."""
+    frame, _, _, _ = data
+    (fold, origins), (later, later_origins) = two_folds
+    fits = fit_garch_models(frame, fold.test_start, TICKERS)
+    assert set(fits.by_ticker) == set(TICKERS)
+    predicted, iv = garch_forecasts(frame, fold, origins, fits=fits)
+    assert not predicted.any()
+    for key in INTERVAL_KEYS:
+        np.testing.assert_array_equal(iv[key], garch[1][key])
+    _, reused = garch_forecasts(frame, later, later_origins, fits=fits)
+    span = make_windows(frame, 30, as_of_from=fold.test_start, as_of_to=later.test_end)
+    _, long = garch_forecasts(frame, fold, span)
+    in_later = span.as_of_dates >= np.datetime64(later.test_start)
+    order = np.lexsort((span.as_of_dates[in_later], span.tickers[in_later]))
+    expected = np.lexsort((later_origins.as_of_dates, later_origins.tickers))
+    for key in INTERVAL_KEYS:
+        np.testing.assert_allclose(reused[key][expected], long[key][in_later][order], rtol=1e-12)
+    moved = _scale_after(frame, fold.test_start - pd.Timedelta(days=1))
+    assert fit_garch_models(moved, fold.test_start, TICKERS) == fits
+    # A ticker the fits lack is fit at their cutoff, not at the later fold's start.
+    partial = fit_garch_models(frame, fold.test_start, ["KO"])
+    _, filled = garch_forecasts(frame, later, later_origins, fits=partial)
+    assert partial.by_ticker == fits.by_ticker
+    np.testing.assert_array_equal(filled["upper_95"], reused["upper_95"])
+    with pytest.raises(ValueError, match="cannot serve fold 0"):
+        garch_forecasts(frame, fold, origins, fits=fit_garch_models(frame, later.test_start))
 
 
 def test_auto_arima_and_refit_options(data, ets):
