@@ -69,6 +69,10 @@ benchmark: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_
 forecast-quality: install ## Walk-forward backtest behind docs/forecast-quality.md (28 tickers, 6 folds)
 	$(UV) run --frozen python benchmarks/forecast_quality.py --data $(SHARED)/yahoo_sp500_daily
 
+.PHONY: backtest-speed
+backtest-speed: install ## Time a 4-fold backtest of 38 tickers per model (target: 5 min on 2 cores)
+	$(UV) run --frozen python benchmarks/backtest_speed.py --data $(SHARED)/yahoo_sp500_daily
+
 .PHONY: mlflow-ui
 mlflow-ui: install ## Open the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///data/mlflow/mlflow.db} --host 127.0.0.1 --port 5000
