@@ -25,6 +25,7 @@ from ml.evaluate import (
     POOLED,
     backtest_metrics,
     naive_scales,
+    regime_metrics,
     skill_by_model,
 )
 from ml.features import (
@@ -36,7 +37,7 @@ from ml.features import (
     make_windows,
 )
 from ml.fitting import TrainConfig, fit_and_stop_windows
-from ml.folds import Fold, forecast_frame, make_folds
+from ml.folds import Fold, forecast_frame, make_folds, regime_folds
 from ml.model import ModelParams
 
 if TYPE_CHECKING:
@@ -49,11 +50,23 @@ LSTM_ABLATIONS = ("lstm_raw", "lstm_volscale")
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    n_folds: int = 4
+    # ``n_folds`` blocks of ``test_days`` as-of dates: the last ones whose actuals are known, or
+    # placed from ``start`` / ending by ``end`` (ISO dates); with both and ``n_folds=None``, as
+    # many as fit between them. ``regimes``: instead, ``folds_per_regime`` blocks from the start
+    # of each named regime (ml.folds.REGIMES) the data reaches.
+    n_folds: int | None = 4
     test_days: int = 21
+    start: str | None = None
+    end: str | None = None
+    regimes: bool = False
+    folds_per_regime: int = 1
     models: tuple[str, ...] = MODEL_NAMES
     train: TrainConfig = field(default_factory=TrainConfig)
     peer_epochs: int = 5
+    # Training windows sampled for each peer_lstm fit. Its cost grows with them: on 38 tickers
+    # and 2 shared cores, 5 epochs of 100,000 windows took over 15 minutes, of 20,000 about 3,
+    # of 10,000 about 1 (docs/benchmarks.md).
+    peer_samples: int = 10_000
     # A fit is reused for a later fold that starts within this many trading days of the fit's
     # cutoff (honest: it saw nothing after the cutoff); 0 refits in every fold.
     refit_days: int = 126
@@ -76,6 +89,12 @@ class BacktestConfig:
             "test_days": self.test_days,
             "models": ",".join(self.models),
             "peer_epochs": self.peer_epochs,
+            "peer_samples": self.peer_samples,
+            "start": self.start,
+            "end": self.end,
+            "regimes": self.regimes,
+            "folds_per_regime": self.folds_per_regime,
+            "refit_days": self.refit_days,
             **{f"lstm_{k}": v for k, v in self.train.params.as_dict().items()},
             **{
                 k: v
@@ -217,19 +236,67 @@ def _ewma(frame, fold, origins, config):
     return ewma_forecasts(frame, origins)
 
 
-def _garch(frame, fold, origins, config):
-    from ml.baselines import garch_forecasts
+def _reusable(fits: dict | None, name: str, frame, fold, config):
+    """The latest fit of baseline ``name`` if it may serve ``fold``: made at a cutoff on or
+    before the fold's start (so it saw nothing of the fold) and at most ``config.refit_days``
+    trading days before it; else ``None`` (refit)."""
+    latest = fits.get(name) if fits is not None else None
+    if latest is None or latest.cutoff > fold.test_start:
+        return None
+    if _trading_days_between(frame, latest.cutoff, fold.test_start) > config.refit_days:
+        return None
+    return latest
 
-    return garch_forecasts(frame, fold, origins)
+
+def _garch(frame, fold, origins, config, fits: dict | None = None):
+    """GARCH(1,1)-t intervals; the per-ticker fits are reused across folds like the LSTM's
+    (``config.refit_days``) and filtered forward from their cutoff."""
+    from ml.baselines import fit_garch_models, garch_forecasts
+
+    latest = _reusable(fits, "garch", frame, fold, config)
+    if latest is None:
+        latest = fit_garch_models(frame, fold.test_start, origins.tickers)
+        if fits is not None:
+            fits["garch"] = latest
+    return garch_forecasts(frame, fold, origins, fits=latest)
 
 
-def _peer_lstm(frame, fold, origins, config):
-    from ml.baselines import peer_lstm_forecasts
+def _peer_lstm(frame, fold, origins, config, fits: dict | None = None):
+    """The peer close-LSTM; its network and the min-max scalers it was trained with are reused
+    across folds like the LSTM's (``config.refit_days``)."""
+    from ml.baselines import fit_peer_lstm, predict_peer_lstm
 
-    predicted = peer_lstm_forecasts(
-        frame, fold, origins, epochs=config.peer_epochs, seed=config.train.params.seed
+    latest = _reusable(fits, "peer_lstm", frame, fold, config)
+    if latest is None:
+        latest = fit_peer_lstm(
+            frame,
+            fold.test_start,
+            epochs=config.peer_epochs,
+            seed=config.train.params.seed,
+            max_train_samples=config.peer_samples,
+        )
+        if fits is not None:
+            fits["peer_lstm"] = latest
+    return predict_peer_lstm(latest, frame, fold, origins), None
+
+
+def backtest_folds(trade_dates, config: BacktestConfig, say=None) -> list[Fold]:
+    """The folds ``config`` asks for (see :class:`BacktestConfig`); with ``regimes``, the
+    regimes the data does not reach are told to ``say``, and none reached is an error."""
+    if not config.regimes:
+        return make_folds(
+            trade_dates, config.n_folds, config.test_days, start=config.start, end=config.end
+        )
+    if config.start or config.end:
+        raise ValueError("regime folds are placed by the regimes: leave out start and end")
+    folds, skipped = regime_folds(
+        trade_dates, config.test_days, folds_per_regime=config.folds_per_regime
     )
-    return predicted, None
+    for name, reason in skipped.items():
+        (say or (lambda message: None))(f"regime {name} skipped: {reason}")
+    if not folds:
+        raise ValueError(f"the data reaches none of the named regimes ({', '.join(skipped)})")
+    return folds
 
 
 FORECASTERS: dict[str, Forecaster] = {
@@ -243,8 +310,11 @@ FORECASTERS: dict[str, Forecaster] = {
 }
 
 
-def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> BacktestResult:
-    """Walk forward over the folds; pure apart from model fitting (no I/O).
+def run_backtest(
+    frame: pd.DataFrame, config: BacktestConfig, progress=None, folds: list[Fold] | None = None
+) -> BacktestResult:
+    """Walk forward over the folds (``folds``, else the ones ``config`` places:
+    :func:`backtest_folds`); pure apart from model fitting (no I/O).
 
     ``progress`` hears each fold as it starts and each model as it finishes in that fold
     (fold i/n, model, seconds taken, seconds since the start)."""
@@ -260,7 +330,10 @@ def run_backtest(frame: pd.DataFrame, config: BacktestConfig, progress=None) -> 
     unknown = set(config.models) - set(forecasters)
     if unknown:
         raise ValueError(f"unknown models {sorted(unknown)}; known: {', '.join(forecasters)}")
-    folds = make_folds(frame["trade_date"], config.n_folds, config.test_days)
+    fits: dict = {}  # the latest peer_lstm and GARCH fits, reused like the LSTM's
+    forecasters["peer_lstm"] = partial(_peer_lstm, fits=fits)
+    forecasters["garch"] = partial(_garch, fits=fits)
+    folds = list(folds) if folds is not None else backtest_folds(frame["trade_date"], config, say)
     forecasts = []
     for fold in folds:
         # The longest LSTM window decides which origins every model forecasts.
@@ -303,6 +376,14 @@ def summary_table(result: BacktestResult) -> pd.DataFrame:
     table.columns = [f"h{h}" for h in table.columns]
     means = pooled.groupby("model")[list(SUMMARY_MEANS)].mean()
     return table.join(means.rename(columns=lambda c: f"mean_{c}"))
+
+
+def regime_table(result: BacktestResult) -> pd.DataFrame:
+    """Per named regime (folds outside every regime pooled as ``other``) and model: relative
+    MAE vs naive, and for interval models coverage and Winkler score at 80 and 95%, each the
+    mean over horizons of the pooled metric on that regime's rows (:func:`regime_metrics`).
+    Empty when no fold carries a regime."""
+    return regime_metrics(result.forecasts, result.folds)
 
 
 def _plots(result: BacktestResult, frame: pd.DataFrame, out: Path) -> list[Path]:
@@ -412,6 +493,10 @@ def backtest(
             out = Path(tmp)
             result.metrics.to_csv(out / "backtest_metrics.csv", index=False)
             summary_table(result).to_csv(out / "summary.csv")
+            regimes = regime_table(result)
+            if len(regimes):
+                regimes.to_csv(out / "regimes.csv", index=False)
+                mlflow.log_artifact(str(out / "regimes.csv"))
             for path in _plots(result, frame, out):
                 mlflow.log_artifact(str(path))
             mlflow.log_artifact(str(out / "backtest_metrics.csv"))

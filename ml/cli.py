@@ -49,7 +49,13 @@ EXIT_CODES = {
 }
 # `backtest --model` choices; equal to ml.backtest.MODEL_NAMES (a test checks), written out here
 # so that --help does not import the backtest's libraries.
+# ml.backtest.MODEL_NAMES, then its LSTM_ABLATIONS (importing it here would load pandas).
 BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
+BACKTEST_ABLATIONS = ("lstm_raw", "lstm_volscale")
+# `backtest --regimes`: the names of ml.folds.REGIMES (a test checks), for --help.
+REGIME_NAMES = "2008 crisis, 2015-16 selloff, 2017 calm, 2018 Q4, 2020 crash, 2022 bear"
+# ml.features.FEATURE_GROUPS without "base" (importing it here would load pandas for --help).
+FEATURE_GROUP_NAMES = ("volatility", "market", "volume")
 LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 
@@ -300,6 +306,13 @@ def _train_options(func=None, *, tickers: bool = True):
             help="Years of history to fit on (above 0, at most 100).",
         ),
         click.option(
+            "--features",
+            "feature_groups",
+            multiple=True,
+            type=click.Choice(FEATURE_GROUP_NAMES),
+            help="Input groups to add to the base features (repeatable; see ml/features.py).",
+        ),
+        click.option(
             "--ignore-tuned",
             is_flag=True,
             help="Start from the built-in defaults, not the latest `stockcast tune` result.",
@@ -322,6 +335,7 @@ def _train_config(
     seed,
     max_train_samples,
     train_years,
+    feature_groups=(),
     ignore_tuned=False,
     tickers=(),
 ):
@@ -347,6 +361,10 @@ def _train_config(
     }
     if tickers:
         overrides["tickers"] = tuple(t.upper() for t in tickers)
+    if feature_groups:
+        from ml.features import feature_set
+
+        overrides["features"] = tuple(feature_set(feature_groups))
     return replace(config, **overrides)
 
 
@@ -406,30 +424,72 @@ def score(tickers: tuple[str, ...]) -> None:
         click.echo(f"skipped, too little history: {', '.join(result.tickers_skipped)}")
 
 
-@main.command(help="Walk-forward backtest of the LSTM beside naive, drift, ETS and peer models.")
-@click.option("--folds", type=POSITIVE, default=4, show_default=True, help="Number of test blocks.")
+@main.command(
+    help="Walk-forward backtest of the LSTM beside naive, drift, ETS and peer models: the last "
+    "--folds blocks of --test-days as-of dates, blocks placed from --start and/or ending by "
+    "--end, or one block (--folds per regime) at the start of each named market regime "
+    "(--regimes); a table per regime when the folds test one."
+)
+@click.option(
+    "--folds",
+    type=POSITIVE,
+    default=None,
+    help="Number of test blocks [default: 4; with --start and --end: as many as fit between "
+    "them; with --regimes: blocks per regime, 1].",
+)
 @click.option(
     "--test-days", type=POSITIVE, default=21, show_default=True, help="As-of days per fold."
+)
+@click.option(
+    "--start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="First fold starts at the first trading date on or after this date (YYYY-MM-DD).",
+)
+@click.option(
+    "--end",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Last fold ends at the last as-of date on or before this date whose 10-day actuals "
+    "are known (YYYY-MM-DD).",
+)
+@click.option(
+    "--regimes",
+    is_flag=True,
+    help=f"One fold from the start of each named regime the data reaches ({REGIME_NAMES}); "
+    "the others are listed as skipped.",
 )
 @click.option(
     "--model",
     "models",
     multiple=True,
-    type=click.Choice(BACKTEST_MODELS),
+    type=click.Choice(BACKTEST_MODELS + BACKTEST_ABLATIONS),
     help="Models to compare (default: all).",
 )
 @click.option(
     "--peer-epochs", type=POSITIVE, default=5, show_default=True, help="Epochs of peer_lstm."
 )
 @_train_options
-def backtest(folds, test_days, models, peer_epochs, **options) -> None:
-    from ml.backtest import MODEL_NAMES, BacktestConfig, summary_table
+def backtest(folds, test_days, start, end, regimes, models, peer_epochs, **options) -> None:
+    if regimes and (start or end):
+        raise click.BadParameter(
+            f"cannot be combined with {'--start' if start else '--end'}: the regimes place "
+            "the folds.",
+            param_hint="'--regimes'",
+        )
+    if start and end and end < start:
+        raise click.BadParameter(
+            f"{end.date()} is before --start {start.date()}.", param_hint="'--end'"
+        )
+    from ml.backtest import MODEL_NAMES, BacktestConfig, regime_table, summary_table
     from ml.backtest import backtest as run_backtest
 
     train_config = _train_config(**options)
     config = BacktestConfig(
-        n_folds=folds,
+        n_folds=(None if start and end else 4) if folds is None else folds,
         test_days=test_days,
+        start=str(start.date()) if start else None,
+        end=str(end.date()) if end else None,
+        regimes=regimes,
+        folds_per_regime=folds or 1,
         models=tuple(models) or MODEL_NAMES,
         train=train_config,
         peer_epochs=peer_epochs,
@@ -444,6 +504,15 @@ def backtest(folds, test_days, models, peer_epochs, **options) -> None:
         "coverage, mean Diebold-Mariano p-value vs naive"
     )
     click.echo(summary_table(result).round(3).to_string())
+    by_regime = regime_table(result)
+    if len(by_regime):
+        click.echo(
+            "\nby regime (folds outside every named regime pooled as 'other'): relative MAE vs "
+            "naive, interval coverage and Winkler score (% of the close) at 80/95%, means over "
+            "horizons"
+        )
+        shown = by_regime.drop(columns=["n_forecasts"]).set_index(["regime", "model"])
+        click.echo(shown.round(3).to_string())
     click.echo(f"stored in ml.backtest_metrics and MLflow run {result.run_id}")
 
 

@@ -191,6 +191,9 @@ def test_backtest_run_is_in_mlflow_with_plots(stored):
     assert "lstm/rel_mae_h1" in run.data.metrics and "ets/coverage_95_h10" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(first.run_id)}
     assert {"error_by_horizon.png", "fan_charts.png", "backtest_metrics.csv"} <= artifacts
+    # The last fold starts in January 2022: a regime fold, so the per-regime table is logged.
+    assert [f.regime for f in first.folds] == [None, "2022 bear"]
+    assert "regimes.csv" in artifacts
 
 
 def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
@@ -278,3 +281,98 @@ def test_lstms_with_different_windows_forecast_the_same_origins():
     short = forecasts[forecasts["model"] == "short"]["predicted_log_return"].to_numpy()
     long = forecasts[forecasts["model"] == "lstm"]["predicted_log_return"].to_numpy()
     assert not np.allclose(short, long)  # really a different model
+
+
+def test_the_regime_table_is_backtest_metrics_on_each_regimes_rows(result):
+    from dataclasses import replace
+
+    from ml.evaluate import REGIME_METRICS, backtest_metrics, regime_metrics
+
+    folds = [replace(result.folds[0], regime="calm"), replace(result.folds[1], regime=None)]
+    table = regime_metrics(result.forecasts, folds).set_index(["regime", "model"])
+    assert list(table.index.unique("regime")) == ["calm", "other"]  # in time order
+    for regime, fold in (("calm", 0), ("other", 1)):
+        rows = result.forecasts[result.forecasts["fold"] == fold]
+        pooled = backtest_metrics(rows, pd.DataFrame(columns=["fold", "ticker", "scale"]))
+        expected = pooled[pooled["ticker"] == POOLED].groupby("model")[list(REGIME_METRICS)]
+        got = table.loc[regime, list(REGIME_METRICS)].sort_index()
+        pd.testing.assert_frame_equal(got, expected.mean().sort_index(), check_names=False)
+        assert (table.loc[regime, "n_folds"] == 1).all()
+    assert (table.xs("naive", level="model")["rel_mae"] == 1).all()
+    assert table.xs("drift", level="model")["coverage_80"].isna().all()  # no intervals
+    assert table.xs("garch", level="model")["winkler_95"].gt(0).all()
+    unlabelled = [replace(fold, regime=None) for fold in result.folds]
+    assert regime_metrics(result.forecasts, unlabelled).empty
+
+
+def test_regime_folds_test_each_reached_regime_and_say_which_were_skipped():
+    from dataclasses import replace
+
+    from ml.backtest import regime_table
+
+    said: list[str] = []
+    config = replace(TINY, models=("naive", "ewma"), regimes=True)
+    regimes = run_backtest(build_feature_frame(_indicators()), config, progress=said.append)
+    # The slices start in 2019 and end in January 2022 (5 as-of days of 2022 have actuals).
+    assert [f.regime for f in regimes.folds] == ["2020 crash", "2022 bear"]
+    assert regimes.folds[0].test_start == pd.Timestamp("2020-02-20")
+    skipped = [m for m in said if m.startswith("regime ")]
+    assert len(skipped) == 4 and skipped[0].startswith("regime 2008 crisis skipped: the data")
+    table = regime_table(regimes)
+    assert list(table["regime"].unique()) == ["2020 crash", "2022 bear"]
+    ewma = table[table["model"] == "ewma"]
+    assert ewma["coverage_95"].between(0, 1).all() and (ewma["rel_mae"] == 1).all()
+    with pytest.raises(ValueError, match="leave out start and end"):
+        run_backtest(build_feature_frame(_indicators()), replace(config, start="2020-01-01"))
+
+
+def test_baseline_fits_serve_consecutive_folds_and_never_see_them(monkeypatch):
+    """peer_lstm and GARCH fit once for folds within ``refit_days`` of the fit, each fit
+    knowing only closes before its cutoff (a fit on the frame cut there is the same); with
+    ``refit_days=0`` every fold refits and GARCH is the one-call forecast of each fold."""
+    from dataclasses import replace
+
+    import ml.baselines
+    from ml.features import make_windows
+
+    fits: list[tuple[str, pd.Timestamp]] = []
+    real_peer, real_garch = ml.baselines.fit_peer_lstm, ml.baselines.fit_garch_models
+
+    def peer(frame, cutoff, **kwargs):
+        fit = real_peer(frame, cutoff, **kwargs)
+        blind = real_peer(frame[frame["trade_date"] < cutoff], cutoff, **kwargs)
+        assert blind.scalers == fit.scalers
+        for a, b in zip(blind.network.get_weights(), fit.network.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        fits.append(("peer_lstm", cutoff))
+        return fit
+
+    def garch(frame, cutoff, tickers=None, **kwargs):
+        fit = real_garch(frame, cutoff, tickers, **kwargs)
+        assert real_garch(frame[frame["trade_date"] < cutoff], cutoff, tickers, **kwargs) == fit
+        fits.append(("garch", cutoff))
+        return fit
+
+    monkeypatch.setattr(ml.baselines, "fit_peer_lstm", peer)
+    monkeypatch.setattr(ml.baselines, "fit_garch_models", garch)
+    frame = build_feature_frame(_indicators())
+    config = replace(
+        TINY, n_folds=3, models=("garch", "peer_lstm"), peer_epochs=1, peer_samples=500
+    )
+    reused = run_backtest(frame, config)
+    first = reused.folds[0].test_start
+    assert fits == [("garch", first), ("peer_lstm", first)]
+    fits.clear()
+    fresh = run_backtest(frame, replace(config, refit_days=0))
+    assert fits == [(m, f.test_start) for f in fresh.folds for m in ("garch", "peer_lstm")]
+    keys = ["model", "fold", "ticker", "as_of_date", "horizon"]
+    a = reused.forecasts.sort_values(keys).reset_index(drop=True)
+    b = fresh.forecasts.sort_values(keys).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[a["fold"] == 0], b[b["fold"] == 0])  # the same first fit
+    assert not np.allclose(a["upper_95"], b["upper_95"])  # later folds: another fit
+    for fold in fresh.folds:
+        origins = make_windows(frame, 10, as_of_from=fold.test_start, as_of_to=fold.test_end)
+        _, expected = ml.baselines.garch_forecasts(frame, fold, origins)
+        rows = fresh.forecasts[fresh.forecasts["model"] == "garch"]
+        rows = rows[rows["fold"] == fold.index]
+        np.testing.assert_array_equal(rows["upper_95"], expected["upper_95"].reshape(-1))

@@ -114,6 +114,12 @@ INVALID = [
     (["backtest", "--peer-epochs", "0"], "--peer-epochs"),
     (["backtest", "--model", "arima"], "--model"),
     (["backtest", "--epochs", "0"], "--epochs"),
+    (["backtest", "--start", "2020-13-01"], "--start"),
+    (["backtest", "--end", "last-year"], "--end"),
+    (["backtest", "--start", "2020-02-01", "--end", "2019-12-31"], "--end"),
+    (["backtest", "--regimes", "--start", "2020-01-01"], "--regimes"),
+    (["backtest", "--end", "2020-01-01", "--regimes"], "--regimes"),
+    (["backtest", "--regimes", "--folds", "0"], "--folds"),
     (["tune", "--trials", "0"], "--trials"),
     (["tune", "--folds", "0"], "--folds"),
     (["tune", "--window", "0"], "--window"),
@@ -141,10 +147,37 @@ def test_invalid_arguments_are_usage_errors_before_any_work(home, tmp_path, args
 
 
 def test_backtest_model_choices_are_the_backtests_models():
-    from ml.backtest import MODEL_NAMES
-    from ml.cli import BACKTEST_MODELS
+    from ml.backtest import LSTM_ABLATIONS, MODEL_NAMES
+    from ml.cli import BACKTEST_ABLATIONS, BACKTEST_MODELS
 
     assert BACKTEST_MODELS == MODEL_NAMES
+    assert BACKTEST_ABLATIONS == LSTM_ABLATIONS
+
+
+def test_feature_groups_of_the_cli_are_those_of_the_features_module():
+    from ml.cli import FEATURE_GROUP_NAMES, _train_config
+    from ml.features import FEATURE_GROUPS, FEATURES, feature_set
+
+    assert set(FEATURE_GROUP_NAMES) == set(FEATURE_GROUPS) - {"base"}
+    options = dict(epochs=None, window=None, units=None, layers=None, seed=None,
+                   max_train_samples=None, train_years=None)  # fmt: skip
+    assert _train_config(**options).features == tuple(FEATURES)
+    chosen = _train_config(**options, feature_groups=("volume", "volatility")).features
+    assert chosen == tuple(feature_set(["volatility", "volume"]))
+    assert len(chosen) > len(FEATURES)
+
+
+def test_an_unknown_feature_group_is_refused_naming_the_choices(home):
+    result = _invoke(["train", "--features", "sentiment"])
+    assert result.exit_code == 2, result.output
+    assert "--features" in result.output and "volatility" in result.output
+
+
+def test_backtest_help_names_the_regimes_of_the_folds_module():
+    from ml.cli import REGIME_NAMES
+    from ml.folds import REGIMES
+
+    assert ", ".join(REGIMES) == REGIME_NAMES
 
 
 def test_unknown_target_is_a_configuration_error(home):
