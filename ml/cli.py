@@ -517,7 +517,8 @@ def backtest(folds, test_days, start, end, regimes, models, peer_epochs, **optio
 
 
 @main.command(
-    help="Search LSTM settings by walk-forward skill vs naive (Optuna); train uses the best."
+    help="Search LSTM settings by the walk-forward pinball loss of the published forecast over "
+    "the EWMA baseline's (Optuna); train uses the best.",
 )
 @click.option("--trials", type=POSITIVE, default=20, show_default=True, help="Optuna trials.")
 @click.option(
