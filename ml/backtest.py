@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 MODEL_NAMES = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
 # LSTM ablations: the same fit per fold as `lstm`, published another way.
-LSTM_ABLATIONS = ("lstm_raw", "lstm_volscale")
+LSTM_ABLATIONS = ("lstm_raw", "lstm_volscale", "lstm_netscale")
 
 
 @dataclass(frozen=True)
@@ -163,6 +163,7 @@ def _lstm(
     cache: dict | None = None,
     shrink: bool = True,
     model_scale: bool = True,
+    fast: bool = True,
 ):
     """The Stockcast LSTM refit on the fold's past, published as it is in production: its
     location shrunk toward naive per horizon and conformal intervals around that scaled by its
@@ -184,10 +185,15 @@ def _lstm(
         volatility = feature_index(train.features, "volatility_20")
         stop_scale = intervals.volatility_scale(stop.x[:, -1, volatility], HORIZONS)
         scale = intervals.volatility_scale(origins.x[:, -1, volatility], HORIZONS)
+    stop_fast = origins_fast = None
+    if fast and model_scale:
+        returns = feature_index(train.features, "ret_1")
+        stop_fast = combine.fast_scale(stop.x, returns, HORIZONS)
+        origins_fast = combine.fast_scale(origins.x, returns, HORIZONS)
     calibration = combine.calibrate(
-        stop.y, stop_location, stop_scale, stop.as_of_dates, shrink=shrink
+        stop.y, stop_location, stop_scale, stop.as_of_dates, shrink=shrink, fast=stop_fast
     )
-    return combine.publish(location, scale, calibration)
+    return combine.publish(location, scale, calibration, fast=origins_fast)
 
 
 def _same_origins(
@@ -325,6 +331,7 @@ def run_backtest(
     forecasters["lstm"] = partial(_lstm, cache=cache)
     forecasters["lstm_raw"] = partial(_lstm, cache=cache, shrink=False)
     forecasters["lstm_volscale"] = partial(_lstm, cache=cache, model_scale=False)
+    forecasters["lstm_netscale"] = partial(_lstm, cache=cache, fast=False)
     for name in config.variants:
         forecasters[name] = partial(_lstm, train=config.variant_train(name), cache=cache)
     unknown = set(config.models) - set(forecasters)

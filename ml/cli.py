@@ -51,7 +51,7 @@ EXIT_CODES = {
 # so that --help does not import the backtest's libraries.
 # ml.backtest.MODEL_NAMES, then its LSTM_ABLATIONS (importing it here would load pandas).
 BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch")
-BACKTEST_ABLATIONS = ("lstm_raw", "lstm_volscale")
+BACKTEST_ABLATIONS = ("lstm_raw", "lstm_volscale", "lstm_netscale")
 # `backtest --regimes`: the names of ml.folds.REGIMES (a test checks), for --help.
 REGIME_NAMES = "2008 crisis, 2015-16 selloff, 2017 calm, 2018 Q4, 2020 crash, 2022 bear"
 # ml.features.FEATURE_GROUPS without "base" (importing it here would load pandas for --help).
@@ -405,8 +405,10 @@ def train(force, **options) -> None:
 @click.option("--ticker", "tickers", multiple=True, help="Only these tickers.")
 def score(tickers: tuple[str, ...]) -> None:
     from ml.score import score as run_score
+    from ml.warehouse.preflight import check_warehouse
 
     ctx = _context()
+    check_warehouse(ctx.warehouse, write=True)  # a read-only, full or damaged disk first
     _require_prices(ctx)  # a fresh home: say what to run first, before MLflow loads
     result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
     if result.baseline:

@@ -74,28 +74,71 @@ def combine(predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.asarray(predicted) * np.asarray(weights)[None, :]
 
 
+# RiskMetrics decay for the fast volatility read off each input window's daily returns.
+FAST_LAMBDA = 0.94
+# Exponents tried for the interval scale: scale = lstm**a * fast**(1 - a).
+SCALE_EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def fast_scale(x: np.ndarray, returns_column: int, horizons: int) -> np.ndarray:
+    """(samples, horizons) random-walk scale from an EWMA (lambda 0.94) of the window's own
+    daily log returns: reacts within days to a shock, where a network's learned scale lags."""
+    returns = np.asarray(x[:, :, returns_column], dtype=np.float64)
+    decay = FAST_LAMBDA ** np.arange(returns.shape[1])[::-1]
+    variance = (returns**2 * decay).sum(axis=1) / decay.sum()
+    return np.sqrt(variance)[:, None] * np.sqrt(np.arange(1, horizons + 1))[None, :]
+
+
+def blend(scale: np.ndarray, fast: np.ndarray | None, exponents) -> np.ndarray:
+    """The interval scale per horizon: the network's and the fast one, pooled geometrically."""
+    if fast is None:
+        return scale
+    a = np.asarray(exponents)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.exp(a * np.log(scale) + (1 - a) * np.log(fast))
+
+
+def _interval_score(actual, point, scale, quantiles) -> np.ndarray:
+    """Mean Winkler score at 80% plus 95% per horizon (NaN-safe)."""
+    bounds = intervals.apply(point, scale, quantiles)
+    total = 0.0
+    for level in quantiles:
+        lower, upper = bounds[f"lower_{level}"], bounds[f"upper_{level}"]
+        alpha = 1 - level / 100
+        score = (upper - lower) + 2 / alpha * (
+            np.maximum(lower - actual, 0) + np.maximum(actual - upper, 0)
+        )
+        total = total + np.nanmean(score, axis=0)
+    return total
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What turns the network's location and scale into the published forecast: the
-    per-horizon combination weights and the conformal quantiles of the intervals."""
+    per-horizon combination weights, the exponent pooling the network's scale with the fast
+    one (1: the network's alone) and the conformal quantiles of the intervals."""
 
     weights: tuple[float, ...]
     quantiles: dict[int, tuple[float, ...]]
     n_samples: int
+    scale_exponents: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         return {
             "combination_weights": list(self.weights),
             "interval_quantiles": {str(k): list(v) for k, v in self.quantiles.items()},
             "calibration_samples": self.n_samples,
+            "scale_exponents": None if self.scale_exponents is None else list(self.scale_exponents),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
+        exponents = data.get("scale_exponents")
         return cls(
             tuple(data["combination_weights"]),
             {int(k): tuple(v) for k, v in data["interval_quantiles"].items()},
             int(data.get("calibration_samples", 0)),
+            None if exponents is None else tuple(exponents),
         )
 
 
@@ -106,22 +149,57 @@ def calibrate(
     as_of_dates: np.ndarray,
     *,
     shrink: bool = True,
+    fast: np.ndarray | None = None,
 ) -> Calibration:
     """Fit the combination weights, then the intervals around the combined forecast, on a
-    block the network was not fit on. ``shrink=False`` keeps the raw LSTM (weights 1)."""
+    block the network was not fit on. ``shrink=False`` keeps the raw LSTM (weights 1).
+
+    With a ``fast`` scale (:func:`fast_scale`), each horizon's scale exponent is the one of
+    :data:`SCALE_EXPONENTS` whose conformal intervals score best (Winkler, 80% + 95%) on the
+    block; the quantiles are then those of the chosen scale."""
     weights = fit_weights(actual, location, as_of_dates) if shrink else np.ones(actual.shape[1])
     point = combine(location, weights)
-    quantiles = intervals.calibrate(actual - point, scale)
+    exponents = None
+    if fast is not None:
+        scores = []
+        for a in SCALE_EXPONENTS:
+            blended = blend(scale, fast, [a] * actual.shape[1])
+            quantiles = intervals.calibrate(actual - point, blended)
+            scores.append(_interval_score(actual, point, blended, quantiles))
+        best = np.nanargmin(np.vstack(scores), axis=0)
+        exponents = tuple(float(SCALE_EXPONENTS[i]) for i in best)
+    quantiles = intervals.calibrate(actual - point, blend(scale, fast, exponents or ()))
     return Calibration(
         tuple(float(w) for w in weights),
         {level: tuple(q) for level, q in quantiles.items()},
         len(actual),
+        exponents,
     )
 
 
 def publish(
-    location: np.ndarray, scale: np.ndarray, calibration: Calibration
+    location: np.ndarray,
+    scale: np.ndarray,
+    calibration: Calibration,
+    fast: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The published point forecast and its ``lower_80 .. upper_95`` bounds, in log returns."""
     point = combine(location, np.asarray(calibration.weights))
+    if calibration.scale_exponents is not None:
+        if fast is None:
+            raise ValueError("this calibration pools the fast scale: pass it")
+        scale = blend(scale, fast, calibration.scale_exponents)
     return point, intervals.apply(point, scale, calibration.quantiles)
+
+
+def published_forecast(
+    forecaster, x: np.ndarray, meta: dict
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A fitted forecaster's published forecast for raw windows ``x``, as its model meta
+    (features, calibration) says."""
+    location, scale = forecaster.predict_distribution(x)
+    calibration = Calibration.from_dict(meta)
+    fast = None
+    if calibration.scale_exponents is not None:
+        fast = fast_scale(x, list(meta["features"]).index("ret_1"), location.shape[1])
+    return publish(location, scale, calibration, fast=fast)

@@ -227,11 +227,10 @@ class LstmForecaster(mlflow.pyfunc.PythonModel):
 
     def forecast(self, model_input: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Published log returns and their ``lower_80 .. upper_95`` bounds."""
-        from ml.combine import Calibration, publish
+        from ml.combine import published_forecast
 
         x = np.asarray(model_input, dtype=np.float32)
-        location, scale = self.forecaster.predict_distribution(x)
-        return publish(location, scale, Calibration.from_dict(self.meta))
+        return published_forecast(self.forecaster, x, self.meta)
 
     # Typed so MLflow does not warn on every log; np.ndarray is a hint MLflow accepts without
     # inferring a schema from it, so the signature stays the one inferred from the example.
@@ -256,11 +255,9 @@ def log_forecaster(forecaster, meta: dict, example_x: np.ndarray) -> str:
                 }
             )
         )
-        from ml.combine import Calibration, publish
+        from ml.combine import published_forecast
 
-        example_y = publish(
-            *forecaster.predict_distribution(example_x), Calibration.from_dict(meta)
-        )[0]
+        example_y = published_forecast(forecaster, example_x, meta)[0]
         # MLflow prints "Successfully registered model ..." and "Created version ..." itself;
         # the stage reports the registration in its own words.
         disable_logging()

@@ -22,7 +22,7 @@ import pandas as pd
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
 from ml.evaluate import horizon_metrics, naive_scales
-from ml.features import HORIZONS, build_feature_frame
+from ml.features import HORIZONS, build_feature_frame, feature_index
 from ml.fitting import TrainConfig, split_windows
 from ml.folds import Fold
 from ml.tuned import resolve_params
@@ -115,12 +115,16 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
         # The published forecast: the location shrunk toward naive per horizon, with conformal
         # intervals scaled by the scale head, both calibrated on the held-out (latest) period.
         # The walk-forward backtest measures them on data they were not calibrated on.
-        calibration = combine.calibrate(
-            split.validation.y, location, scale, split.validation.as_of_dates
+        fast = combine.fast_scale(
+            split.validation.x, feature_index(config.features, "ret_1"), HORIZONS
         )
-        predicted, _ = combine.publish(location, scale, calibration)
+        calibration = combine.calibrate(
+            split.validation.y, location, scale, split.validation.as_of_dates, fast=fast
+        )
+        predicted, _ = combine.publish(location, scale, calibration, fast=fast)
         mlflow.log_metrics(
             {f"combination_weight_h{h + 1}": w for h, w in enumerate(calibration.weights)}
+            | {f"scale_exponent_h{h + 1}": a for h, a in enumerate(calibration.scale_exponents)}
         )
         say(
             "combination weights on the LSTM (the rest on naive), h1..h10: "

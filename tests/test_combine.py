@@ -66,3 +66,46 @@ def test_raw_calibration_keeps_the_lstm_as_it_is():
     actual, predicted, dates = _block(signal_strength=0.0, seed=8)
     calibration = calibrate(actual, predicted, np.ones_like(actual), dates, shrink=False)
     assert calibration.weights == (1.0, 1.0, 1.0)
+
+
+def test_the_fast_scale_is_an_ewma_of_the_window_returns_growing_with_the_root_of_the_horizon():
+    from ml.combine import FAST_LAMBDA, fast_scale
+
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 0.01, (4, 30, 3))
+    scale = fast_scale(x, returns_column=1, horizons=3)
+    weights = FAST_LAMBDA ** np.arange(29, -1, -1)
+    expected = np.sqrt((x[:, :, 1] ** 2 * weights).sum(axis=1) / weights.sum())
+    np.testing.assert_allclose(scale[:, 0], expected)
+    np.testing.assert_allclose(scale[:, 2], expected * np.sqrt(3))
+    shocked = x.copy()
+    shocked[:, -1, 1] = 0.08  # yesterday's 8% move: the fast scale jumps at once
+    assert (fast_scale(shocked, 1, 1)[:, 0] > 2 * scale[:, 0]).all()
+
+
+def test_pooling_picks_the_scale_that_tracks_the_spread_and_publishes_with_it():
+    """The true spread is the fast scale's; the network's is flat. Calibration should put the
+    exponent on the fast one, and the pooled intervals should score better than the flat ones."""
+    from ml.combine import SCALE_EXPONENTS
+
+    rng = np.random.default_rng(10)
+    n, horizons = 3000, 2
+    spread = np.exp(rng.normal(-4.5, 0.5, n))[:, None] * np.sqrt([1, 2])[None, :]
+    actual = rng.normal(0, 1, (n, horizons)) * spread
+    dates = np.repeat(np.arange(n // 20), 20)
+    flat, zero = np.full_like(actual, 0.01), np.zeros_like(actual)
+    calibration = calibrate(actual, zero, flat, dates, fast=spread)
+    assert calibration.scale_exponents == (SCALE_EXPONENTS[0],) * horizons  # all on fast
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+    fresh_spread = np.exp(rng.normal(-4.5, 0.5, n))[:, None] * np.sqrt([1, 2])[None, :]
+    fresh = rng.normal(0, 1, (n, horizons)) * fresh_spread
+    _, pooled = publish(zero, flat, calibration, fast=fresh_spread)
+    _, plain = publish(zero, flat, calibrate(actual, zero, flat, dates))
+    from ml.evaluate import winkler_score
+
+    def score(bounds):
+        return winkler_score(fresh, bounds["lower_80"], bounds["upper_80"], 80).mean()
+
+    assert score(pooled) < 0.9 * score(plain)
+    with pytest.raises(ValueError, match="fast"):
+        publish(zero, flat, calibration)
