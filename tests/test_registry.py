@@ -199,13 +199,23 @@ def test_logged_model_loads_and_logging_is_quiet(store, caplog, capfd) -> None:
     y = rng.normal(size=(64, 10)).astype(np.float32)
     params = ModelParams(window=5, units=4, epochs=1, batch_size=32)
     forecaster = fit_forecaster(x[:48], y[:48], x[48:], y[48:], params)
+    from ml.combine import calibrate, fast_scale, published_forecast
+
+    features = ["a", "ret_1", "b"]
+    calibration = calibrate(
+        y[48:],
+        *forecaster.predict_distribution(x[48:]),
+        np.repeat(np.arange(4), 4),
+        fast=fast_scale(x[48:], 1, 10),
+    )
+    meta = {"window": 5, "features": features, **calibration.to_dict()}
     with (
         warnings.catch_warnings(record=True) as caught,
         caplog.at_level(logging.WARNING),
         mlflow.start_run(),
     ):
         warnings.simplefilter("always")
-        version = registry.log_forecaster(forecaster, {"window": 5}, x[:8])
+        version = registry.log_forecaster(forecaster, meta, x[:8])
     texts = [str(w.message) for w in caught] + [caplog.text]
     assert not any("Add type hints" in t for t in texts)
     assert "Passing a Python object" not in caplog.text
@@ -214,4 +224,11 @@ def test_logged_model_loads_and_logging_is_quiet(store, caplog, capfd) -> None:
     assert "Created version" not in printed.err + printed.out
     registry.set_alias(version, CHAMPION_ALIAS)
     loaded = registry.load_champion()
-    np.testing.assert_allclose(loaded.model.predict(x[:8]), forecaster.predict(x[:8]), rtol=1e-5)
+    # The registered model publishes what the stage computed: the combined point forecast and
+    # the calibrated bounds, from its own meta.
+    point, bounds = published_forecast(forecaster, x[:8], meta)
+    np.testing.assert_allclose(loaded.model.predict(x[:8]), point, rtol=1e-5, atol=1e-7)
+    loaded_point, loaded_bounds = loaded.model.unwrap_python_model().forecast(x[:8])
+    for key in ("lower_80", "upper_95"):
+        np.testing.assert_allclose(loaded_bounds[key], bounds[key], rtol=1e-5)
+    assert (loaded_bounds["lower_95"] < loaded_point).all()
