@@ -101,14 +101,15 @@ def test_gate_refuses_a_weakened_model_and_accepts_a_good_one(learnable_frame):
     train = TrainConfig(params=good, stop_days=60, train_years=None, max_train_samples=None)
 
     weak = compare_on_same_folds(learnable_frame, train, weakened, good, n_folds=2, test_days=21)
-    # Measured: weakened 1.61, good 0.89 (the AR(1) optimum at h=1 is 0.80).
+    # Measured: weakened 1.61, good 0.89 before the published forecast was shrunk toward naive;
+    # 0.975 since (one ticker's 60-day block proves skill at p < 0.001 only at some horizons).
     refused = decide(weak.candidate, weak.baseline, weak.champion, "1")
     assert refused.alias == "challenger", refused.reason
 
     strong = compare_on_same_folds(learnable_frame, train, good, weakened, n_folds=2, test_days=21)
     accepted = decide(strong.candidate, strong.baseline, strong.champion, "1")
     assert accepted.alias == "champion", accepted.reason
-    assert strong.candidate.rel_mae < 0.95  # real skill on a learnable series
+    assert strong.candidate.rel_mae < 0.99  # real skill on a learnable series, even shrunk
     # Same folds, same result, whichever side the settings are on.
     assert strong.candidate.rel_mae == pytest.approx(weak.champion.rel_mae, rel=1e-6)
     assert strong.candidate.pinball == pytest.approx(weak.champion.pinball, rel=1e-6)
