@@ -54,8 +54,8 @@ BACKTEST_MODELS = ("lstm", "naive", "drift", "ets", "peer_lstm", "ewma", "garch"
 BACKTEST_ABLATIONS = ("lstm_raw", "lstm_volscale", "lstm_netscale")
 # `backtest --regimes`: the names of ml.folds.REGIMES (a test checks), for --help.
 REGIME_NAMES = "2008 crisis, 2015-16 selloff, 2017 calm, 2018 Q4, 2020 crash, 2022 bear"
-# ml.features.FEATURE_GROUPS without "base" (importing it here would load pandas for --help).
-FEATURE_GROUP_NAMES = ("volatility", "market", "volume")
+# ml.features.FEATURE_GROUPS (importing it here would load pandas for --help).
+FEATURE_GROUP_NAMES = ("base", "volatility", "market", "volume")
 LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 
@@ -310,7 +310,9 @@ def _train_options(func=None, *, tickers: bool = True):
             "feature_groups",
             multiple=True,
             type=click.Choice(FEATURE_GROUP_NAMES),
-            help="Input groups to add to the base features (repeatable; see ml/features.py).",
+            help="Input groups on top of the base features, replacing the default volatility, "
+            "market and volume (repeatable; `--features base` for the base set alone; see "
+            "ml/features.py).",
         ),
         click.option(
             "--ignore-tuned",

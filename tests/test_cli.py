@@ -157,11 +157,13 @@ def test_backtest_model_choices_are_the_backtests_models():
 def test_feature_groups_of_the_cli_are_those_of_the_features_module():
     from ml.cli import FEATURE_GROUP_NAMES, _train_config
     from ml.features import FEATURE_GROUPS, FEATURES, feature_set
+    from ml.fitting import TrainConfig
 
-    assert set(FEATURE_GROUP_NAMES) == set(FEATURE_GROUPS) - {"base"}
+    assert set(FEATURE_GROUP_NAMES) == set(FEATURE_GROUPS)
     options = dict(epochs=None, window=None, units=None, layers=None, seed=None,
                    max_train_samples=None, train_years=None)  # fmt: skip
-    assert _train_config(**options).features == tuple(FEATURES)
+    assert _train_config(**options).features == TrainConfig().features
+    assert _train_config(**options, feature_groups=("base",)).features == tuple(FEATURES)
     chosen = _train_config(**options, feature_groups=("volume", "volatility")).features
     assert chosen == tuple(feature_set(["volatility", "volume"]))
     assert len(chosen) > len(FEATURES)
