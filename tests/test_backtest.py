@@ -278,9 +278,11 @@ def test_lstms_with_different_windows_forecast_the_same_origins():
     }
     assert len(by_model["short"]) == len(TICKERS) * 5 * 10
     pd.testing.assert_frame_equal(by_model["short"], by_model["lstm"])
-    short = forecasts[forecasts["model"] == "short"]["predicted_log_return"].to_numpy()
-    long = forecasts[forecasts["model"] == "lstm"]["predicted_log_return"].to_numpy()
-    assert not np.allclose(short, long)  # really a different model
+    # Really a different model: its intervals differ (the point forecasts of both may be shrunk
+    # all the way to naive).
+    short = forecasts[forecasts["model"] == "short"]["lower_80"].to_numpy()
+    long = forecasts[forecasts["model"] == "lstm"]["lower_80"].to_numpy()
+    assert np.isfinite(short).all() and not np.allclose(short, long)
 
 
 def test_the_regime_table_is_backtest_metrics_on_each_regimes_rows(result):
