@@ -66,7 +66,7 @@ benchmark: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_
 	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
 
 .PHONY: forecast-quality
-forecast-quality: install ## Walk-forward backtest behind docs/forecast-quality.md (28 tickers, 6 folds)
+forecast-quality: install ## Walk-forward backtests behind docs/forecast-quality.md (main, regimes, ablation; ~20 min)
 	$(UV) run --frozen python benchmarks/forecast_quality.py --data $(SHARED)/yahoo_sp500_daily
 
 .PHONY: backtest-speed
