@@ -466,7 +466,7 @@ def score(tickers: tuple[str, ...]) -> None:
     "models",
     multiple=True,
     type=click.Choice(BACKTEST_MODELS + BACKTEST_ABLATIONS),
-    help="Models to compare (default: all).",
+    help="Models to compare (default: all but the lstm_raw, lstm_volscale and lstm_netscale ablations).",
 )
 @click.option(
     "--peer-epochs", type=POSITIVE, default=5, show_default=True, help="Epochs of peer_lstm."
