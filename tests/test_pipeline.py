@@ -142,7 +142,10 @@ def test_champion_is_registered_with_metrics_and_signature(pipeline_run):
     assert run.data.params["validation_start"] > run.data.params["fit_as_of_end"]
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
     assert info.signature is not None
-    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 10, 15]
+    from ml.fitting import TrainConfig
+
+    n_inputs = len(TrainConfig().features)  # the default inputs: base and every group
+    assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 10, n_inputs]
     predictions = pipeline_run["warehouse"].query_df("select * from ml.predicted_prices")
     assert predictions["mlflow_run_id"].eq(version.run_id).all()
     assert predictions["model_version"].eq(str(version.version)).all()
