@@ -10,7 +10,8 @@ horizons; a proper score of the intervals). The rule (:func:`decide`):
   forecast; exactly 1 when it shrinks fully to naive) and its pinball loss is below the ewma
   baseline's; a candidate without intervals (NaN pinball) does not pass;
 * it **replaces** the champion only if it is also no worse than the champion on the same folds:
-  pinball at most the champion's, relative MAE at most max(1, the champion's);
+  pinball at most the champion's and relative MAE at most the champion's (a network shrunk to
+  naive with good intervals does not replace one with proven point skill);
 * otherwise it is registered as `challenger`, with the numbers that decided in the reason.
 
 There is no bootstrap: with no champion and a candidate that fails, no champion exists and
@@ -135,10 +136,10 @@ def decide(
                 f"{_num(pin)} > {_num(champion.pinball)} (relative MAE {_num(rel)} vs "
                 f"{_num(champion.rel_mae)})"
             )
-        elif not rel <= max(1.0, champion.rel_mae):
+        elif not rel <= champion.rel_mae:
             worse = (
                 f"worse than champion v{champion_version} on the same folds: relative MAE "
-                f"{_num(rel)} > {_num(max(1.0, champion.rel_mae))} (pinball {_num(pin)} vs "
+                f"{_num(rel)} > {_num(champion.rel_mae)} (pinball {_num(pin)} vs "
                 f"{_num(champion.pinball)})"
             )
 
