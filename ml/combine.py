@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ml import intervals
-from ml.evaluate import diebold_mariano
+from ml.evaluate import diebold_mariano, winkler_score
 
 GRID = np.linspace(0.0, 1.0, 21)
 # Two-sided DM p-value below which a weight > 0 is kept: 1%, Bonferroni over the 10 horizons.
@@ -103,11 +103,7 @@ def _interval_score(actual, point, scale, quantiles) -> np.ndarray:
     bounds = intervals.apply(point, scale, quantiles)
     total = 0.0
     for level in quantiles:
-        lower, upper = bounds[f"lower_{level}"], bounds[f"upper_{level}"]
-        alpha = 1 - level / 100
-        score = (upper - lower) + 2 / alpha * (
-            np.maximum(lower - actual, 0) + np.maximum(actual - upper, 0)
-        )
+        score = winkler_score(actual, bounds[f"lower_{level}"], bounds[f"upper_{level}"], level)
         total = total + np.nanmean(score, axis=0)
     return total
 
