@@ -124,6 +124,12 @@ def _trading_days_between(frame: pd.DataFrame, first: pd.Timestamp, last: pd.Tim
     return len(np.unique(dates[between]))
 
 
+@dataclass(frozen=True)
+class _LstmFit:
+    model: object
+    cutoff: pd.Timestamp  # the fit saw nothing dated on or after it
+
+
 def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     """The LSTM for ``fold`` and its location and scale on the fold's calibration block.
 
@@ -135,23 +141,25 @@ def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     """
     from ml.model import fit_forecaster
 
-    latest = cache.get(train) if cache is not None else None
-    if latest is not None and not (
-        latest[1] <= fold.test_start
-        and _trading_days_between(frame, latest[1], fold.test_start) <= config.refit_days
-    ):
-        latest = None
+    # Another variant of the same settings in the same fold: the same network and block.
+    stored = cache.get(("calibrated", train)) if cache is not None else None
+    if stored is not None and stored[0] == fold.index:
+        return stored[1]
+    latest = _reusable(cache, train, frame, fold, config)
     if latest is None:
         fit, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start)
-        model = fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params)
+        latest = _LstmFit(
+            fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params), fold.test_start
+        )
         del fit
-        latest = (model, fold.test_start)
         if cache is not None:
             cache[train] = latest
     else:
         _, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start, fit=False)
-    model = latest[0]
-    return model, stop, *model.predict_distribution(stop.x)
+    calibrated = (latest.model, stop, *latest.model.predict_distribution(stop.x))
+    if cache is not None:
+        cache[("calibrated", train)] = (fold.index, calibrated)  # only this fold's is kept
+    return calibrated
 
 
 def _lstm(
@@ -242,8 +250,9 @@ def _ewma(frame, fold, origins, config):
     return ewma_forecasts(frame, origins)
 
 
-def _reusable(fits: dict | None, name: str, frame, fold, config):
-    """The latest fit of baseline ``name`` if it may serve ``fold``: made at a cutoff on or
+def _reusable(fits: dict | None, name, frame, fold, config):
+    """The latest fit stored under ``name`` (a baseline's name, or the LSTM's TrainConfig) if it
+    may serve ``fold``: made at a cutoff on or
     before the fold's start (so it saw nothing of the fold) and at most ``config.refit_days``
     trading days before it; else ``None`` (refit)."""
     latest = fits.get(name) if fits is not None else None
@@ -327,7 +336,7 @@ def run_backtest(
     say = progress or (lambda message: None)
     started = time.perf_counter()
     forecasters = dict(FORECASTERS)
-    cache: dict = {}  # the latest LSTM fit per settings, shared by its variants and folds
+    cache: dict = {}  # per LSTM settings: the latest fit and this fold's calibration block
     forecasters["lstm"] = partial(_lstm, cache=cache)
     forecasters["lstm_raw"] = partial(_lstm, cache=cache, shrink=False)
     forecasters["lstm_volscale"] = partial(_lstm, cache=cache, model_scale=False)
