@@ -36,7 +36,7 @@ from ml.features import (
     feature_index,
     make_windows,
 )
-from ml.fitting import TrainConfig, fit_and_stop_windows
+from ml.fitting import TrainConfig, calibration_windows, fit_and_stop_windows
 from ml.folds import Fold, forecast_frame, make_folds, regime_folds
 from ml.model import ModelParams
 
@@ -96,11 +96,7 @@ class BacktestConfig:
             "folds_per_regime": self.folds_per_regime,
             "refit_days": self.refit_days,
             **{f"lstm_{k}": v for k, v in self.train.params.as_dict().items()},
-            **{
-                k: v
-                for k, v in asdict(self.train).items()
-                if k not in ("params", "tickers", "validation_days")
-            },
+            **{k: v for k, v in asdict(self.train).items() if k not in ("params", "tickers")},
         }
 
 
@@ -133,11 +129,12 @@ class _LstmFit:
 def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     """The LSTM for ``fold`` and its location and scale on the fold's calibration block.
 
-    A network fit before an earlier fold knows nothing of this one either, so it is reused
-    while the fold starts within ``config.refit_days`` trading days of that fit's cutoff;
-    otherwise it is refit on everything before the fold. The calibration block is always the
-    ``stop_days`` trading dates just before the fold (targets purged at its start): for a fresh
-    fit that is its early-stopping block, for a reused one the latest data it has not seen.
+    As in production (:mod:`ml.train`), the block is the ``validation_days`` trading dates
+    just before the fold (targets purged at its start) and a fresh network is fit before it
+    (its early-stopping block just before that). A network fit before an earlier fold knows
+    nothing of this one either, so it is reused while the fold starts within
+    ``config.refit_days`` trading days of that fit's cutoff, recalibrated on the block before
+    this fold (data it has not seen); otherwise it is refit.
     """
     from ml.model import fit_forecaster
 
@@ -145,18 +142,17 @@ def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     stored = cache.get(("calibrated", train)) if cache is not None else None
     if stored is not None and stored[0] == fold.index:
         return stored[1]
+    block_start, block = calibration_windows(frame, train, before=fold.test_start)
     latest = _reusable(cache, train, frame, fold, config)
     if latest is None:
-        fit, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start)
+        fit, stop, _ = fit_and_stop_windows(frame, train, before=block_start)
         latest = _LstmFit(
             fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params), fold.test_start
         )
         del fit
         if cache is not None:
             cache[train] = latest
-    else:
-        _, stop, _ = fit_and_stop_windows(frame, train, before=fold.test_start, fit=False)
-    calibrated = (latest.model, stop, *latest.model.predict_distribution(stop.x))
+    calibrated = (latest.model, block, *latest.model.predict_distribution(block.x))
     if cache is not None:
         cache[("calibrated", train)] = (fold.index, calibrated)  # only this fold's is kept
     return calibrated
@@ -175,7 +171,7 @@ def _lstm(
 ):
     """The Stockcast LSTM refit on the fold's past, published as it is in production: its
     location shrunk toward naive per horizon and conformal intervals around that scaled by its
-    own scale head, both calibrated on the fold's early-stopping block.
+    own scale head, both calibrated on the block of ``validation_days`` before the fold (:func:`_fit_lstm`).
 
     ``shrink=False`` (model ``lstm_raw``) publishes the network's location as it is;
     ``model_scale=False`` (``lstm_volscale``) scales the intervals by the 20-day volatility
@@ -185,21 +181,21 @@ def _lstm(
     train = train or config.train
     if train.params.window != origins.x.shape[1] or train.features != tuple(FEATURES):
         origins = _same_origins(frame, origins, train.params.window, train.features)
-    model, stop, stop_location, stop_scale = _fit_lstm(frame, fold, config, train, cache)
+    model, block, block_location, block_scale = _fit_lstm(frame, fold, config, train, cache)
     location, scale = model.predict_distribution(origins.x)
-    if len(stop) == 0:
+    if len(block) == 0:
         return location, None
     if not model_scale:
         volatility = feature_index(train.features, "volatility_20")
-        stop_scale = intervals.volatility_scale(stop.x[:, -1, volatility], HORIZONS)
+        block_scale = intervals.volatility_scale(block.x[:, -1, volatility], HORIZONS)
         scale = intervals.volatility_scale(origins.x[:, -1, volatility], HORIZONS)
-    stop_fast = origins_fast = None
+    block_fast = origins_fast = None
     if fast and model_scale:
         returns = feature_index(train.features, "ret_1")
-        stop_fast = combine.fast_scale(stop.x, returns, HORIZONS)
+        block_fast = combine.fast_scale(block.x, returns, HORIZONS)
         origins_fast = combine.fast_scale(origins.x, returns, HORIZONS)
     calibration = combine.calibrate(
-        stop.y, stop_location, stop_scale, stop.as_of_dates, shrink=shrink, fast=stop_fast
+        block.y, block_location, block_scale, block.as_of_dates, shrink=shrink, fast=block_fast
     )
     return combine.publish(location, scale, calibration, fast=origins_fast)
 

@@ -51,14 +51,13 @@ class Split:
 
 
 def fit_and_stop_windows(
-    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp, *, fit: bool = True
-) -> tuple[WindowSet | None, WindowSet, pd.Timestamp]:
+    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp
+) -> tuple[WindowSet, WindowSet, pd.Timestamp]:
     """Fit and early-stopping windows for a model that must know nothing from ``before`` on.
 
     The ``stop_days`` trading dates before ``before`` drive early stopping; fit samples are
     purged so their targets end before that block, and stop samples so theirs end before
-    ``before``. Returns (fit, stop, stop_start); fit is None with ``fit=False`` (only the
-    stop block is wanted, e.g. to recalibrate a network fit earlier).
+    ``before``. Returns (fit, stop, stop_start).
     """
     dates = np.sort(frame.loc[frame["trade_date"] < before, "trade_date"].unique())
     needed = config.stop_days + config.params.window + 2 * HORIZONS
@@ -77,8 +76,6 @@ def fit_and_stop_windows(
     stop = make_windows(
         frame, window, features=features, as_of_from=stop_start, targets_before=before
     )
-    if not fit:
-        return None, stop, stop_start
     fit_set = make_windows(
         frame,
         window,
@@ -91,6 +88,30 @@ def fit_and_stop_windows(
     if len(fit_set) == 0:
         raise ValueError(f"no complete training windows before {stop_start.date()}")
     return fit_set, stop, stop_start
+
+
+def calibration_windows(
+    frame: pd.DataFrame, config: TrainConfig, before: pd.Timestamp
+) -> tuple[pd.Timestamp, WindowSet]:
+    """(start, windows) of the block a model forecasting from ``before`` on is calibrated on:
+    the ``validation_days`` trading dates before ``before``, targets purged at it, as
+    :func:`split_windows` holds them out at the end of the data. The network itself is fit
+    before the block's start (:func:`fit_and_stop_windows` with ``before=start``)."""
+    dates = np.sort(frame.loc[frame["trade_date"] < before, "trade_date"].unique())
+    if len(dates) <= config.validation_days:
+        raise ValueError(
+            f"only {len(dates)} trading dates before {before.date()}; the calibration block "
+            f"alone needs {config.validation_days}"
+        )
+    start = pd.Timestamp(dates[-config.validation_days])
+    windows = make_windows(
+        frame,
+        config.params.window,
+        features=config.features,
+        as_of_from=start,
+        targets_before=before,
+    )
+    return start, windows
 
 
 def split_windows(frame: pd.DataFrame, config: TrainConfig) -> Split:

@@ -1,7 +1,10 @@
+import itertools
+
 import numpy as np
+import pytest
 
 from ml.evaluate import winkler_score
-from ml.intervals import apply, calibrate, volatility_scale
+from ml.intervals import apply, calibrate, quantile_level, volatility_scale
 
 
 def _residuals(n, horizons, seed):
@@ -61,3 +64,27 @@ def test_a_non_positive_or_missing_scale_gives_no_interval_rather_than_a_wrong_o
     bounds = apply(np.zeros((3, 1)), np.array([[0.01], [0.0], [np.nan]]), quantiles)
     assert np.isfinite(bounds["lower_80"][0]).all()
     assert np.isnan(bounds["lower_80"][1:]).all()
+
+
+def test_the_allowance_for_dependent_scores_shrinks_the_miss_rate_by_m_over_m_plus_1():
+    assert quantile_level(80, 4000, independent=4) == pytest.approx(1 - 0.2 * 4 / 5)
+    levels = [quantile_level(95, 4000, independent=m) for m in (1, 10, 100, 10_000)]
+    assert all(a > b for a, b in itertools.pairwise(levels))
+    assert levels[-1] == pytest.approx(0.95, abs=1e-5)
+    assert quantile_level(80, 99) == 80 / 99  # exchangeable: the split-conformal rank
+
+
+def test_pooled_scores_with_overlapping_targets_get_wider_intervals_further_out():
+    # 126 as-of dates x 38 tickers: 10 days ahead about 12.6 independent outcomes, not 4,788.
+    rng = np.random.default_rng(6)
+    residuals = rng.standard_normal((126 * 38, 10))
+    dates = np.repeat(np.arange(126), 38)
+    plain = calibrate(residuals, np.ones_like(residuals))
+    allowed = calibrate(residuals, np.ones_like(residuals), as_of_dates=dates)
+    for level in (80, 95):
+        for h in (0, 9):
+            scores = np.abs(residuals[:, h])
+            expected = quantile_level(level, len(scores), independent=126 / (h + 1))
+            assert allowed[level][h] == np.quantile(scores, expected, method="higher")
+        assert allowed[level][9] > plain[level][9]
+        assert allowed[level][0] == pytest.approx(plain[level][0], rel=0.01)
