@@ -540,8 +540,8 @@ def tune(trials, folds, test_days, **options) -> None:
         ctx, trials, _train_config(**options), n_folds=folds, test_days=test_days, progress=_echo
     )
     click.echo(
-        f"best walk-forward relative MAE vs naive: {result.best_score:.4f} "
-        f"(below 1 beats naive) with {result.best_params}"
+        f"best walk-forward pinball loss vs the EWMA baseline: {result.best_score:.4f} "
+        f"(below 1 beats it) with {result.best_params}"
     )
     click.echo(f"stored on MLflow run {result.run_id}; `stockcast train` will start from it")
 
