@@ -129,9 +129,10 @@ class _LstmFit:
 def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     """The LSTM for ``fold`` and its location and scale on the fold's calibration block.
 
-    As in production (:mod:`ml.train`), the block is the ``validation_days`` trading dates
-    just before the fold (targets purged at its start) and a fresh network is fit before it
-    (its early-stopping block just before that). A network fit before an earlier fold knows
+    As in production (:mod:`ml.train`), a fresh network is fit on data before the last
+    ``validation_days`` trading dates before the fold (early stopping on the block just before
+    those) and calibrated on the last ``calibration_days`` of them, targets purged at the fold
+    (:func:`ml.fitting.calibration_windows`). A network fit before an earlier fold knows
     nothing of this one either, so it is reused while the fold starts within
     ``config.refit_days`` trading days of that fit's cutoff, recalibrated on the block before
     this fold (data it has not seen); otherwise it is refit.
@@ -142,10 +143,10 @@ def _fit_lstm(frame, fold, config, train: TrainConfig, cache: dict | None):
     stored = cache.get(("calibrated", train)) if cache is not None else None
     if stored is not None and stored[0] == fold.index:
         return stored[1]
-    block_start, block = calibration_windows(frame, train, before=fold.test_start)
+    fit_before, block = calibration_windows(frame, train, before=fold.test_start)
     latest = _reusable(cache, train, frame, fold, config)
     if latest is None:
-        fit, stop, _ = fit_and_stop_windows(frame, train, before=block_start)
+        fit, stop, _ = fit_and_stop_windows(frame, train, before=fit_before)
         latest = _LstmFit(
             fit_forecaster(fit.x, fit.y, stop.x, stop.y, train.params), fold.test_start
         )
@@ -171,7 +172,7 @@ def _lstm(
 ):
     """The Stockcast LSTM refit on the fold's past, published as it is in production: its
     location shrunk toward naive per horizon and conformal intervals around that scaled by its
-    own scale head, both calibrated on the block of ``validation_days`` before the fold (:func:`_fit_lstm`).
+    own scale head, both calibrated on the latest ``calibration_days`` before the fold (:func:`_fit_lstm`).
 
     ``shrink=False`` (model ``lstm_raw``) publishes the network's location as it is;
     ``model_scale=False`` (``lstm_volscale``) scales the intervals by the 20-day volatility

@@ -113,13 +113,18 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
         )
         location, scale = forecaster.predict_distribution(split.validation.x)
         # The published forecast: the location shrunk toward naive per horizon, with conformal
-        # intervals scaled by the scale head, both calibrated on the held-out (latest) period.
-        # The walk-forward backtest measures them on data they were not calibrated on.
-        fast = combine.fast_scale(
-            split.validation.x, feature_index(config.features, "ret_1"), HORIZONS
-        )
+        # intervals scaled by the scale head, both calibrated on the latest held-out dates
+        # (``calibration_days``). The walk-forward backtest measures them on data they were not
+        # calibrated on.
+        returns = feature_index(config.features, "ret_1")
+        fast = combine.fast_scale(split.validation.x, returns, HORIZONS)
+        block = split.validation.as_of_dates >= np.datetime64(split.bounds["calibration_start"])
         calibration = combine.calibrate(
-            split.validation.y, location, scale, split.validation.as_of_dates, fast=fast
+            split.validation.y[block],
+            location[block],
+            scale[block],
+            split.validation.as_of_dates[block],
+            fast=fast[block],
         )
         predicted, _ = combine.publish(location, scale, calibration, fast=fast)
         mlflow.log_metrics(

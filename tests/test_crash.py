@@ -266,7 +266,7 @@ from ml.train import train
 
 trained = train(ctx, TrainConfig(
     params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-    validation_days=60, stop_days=30, max_train_samples=2000, use_tuned=False, gate_folds=1,
+    validation_days=60, calibration_days=30, stop_days=30, max_train_samples=2000, use_tuned=False, gate_folds=1,
 ))
 # The score tests need a champion; a one-epoch model need not pass the gate, so it is forced.
 assert promote(ctx, trained, force=True).alias == "champion"

@@ -243,6 +243,7 @@ def test_after_the_refresh_job_the_uploads_end_as_forecasts(cloud):
     tiny = TrainConfig(
         params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
         validation_days=60,
+        calibration_days=30,
         stop_days=30,
         max_train_samples=2000,
     )
