@@ -75,7 +75,6 @@ final as (
     select
         versions_ranked.model_name,
         versions_ranked.model_version,
-        versions_ranked.recency_rank = 1 as is_current,
         versions_ranked.first_as_of_date,
         versions_ranked.last_as_of_date,
         versions_ranked.last_scored_at,
@@ -90,7 +89,8 @@ final as (
         latest_pooled.coverage_80,
         latest_pooled.coverage_gap_80,
         latest_pooled.coverage_95,
-        latest_pooled.coverage_gap_95
+        latest_pooled.coverage_gap_95,
+        versions_ranked.recency_rank = 1 as is_current
 
     from versions_ranked
     left join latest_pooled

@@ -20,7 +20,8 @@ shares as (
         *,
         avg(
             case
-                when column_kind = 'input' then (case when is_drifted then 1.0 else 0.0 end)
+                when column_kind = 'input' and is_drifted then 1.0
+                when column_kind = 'input' then 0.0
             end
         ) over (partition by as_of_date) as input_drift_share,
         sum(

@@ -166,9 +166,9 @@ final as (
         rel_mae,
         window_intervals_80,
         coverage_80,
-        coverage_80 - 0.80 as coverage_gap_80,
         window_intervals_95,
         coverage_95,
+        coverage_80 - 0.80 as coverage_gap_80,
         coverage_95 - 0.95 as coverage_gap_95
 
     from ratios

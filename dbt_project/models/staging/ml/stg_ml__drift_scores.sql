@@ -19,12 +19,12 @@ renamed as (
         method,
         threshold,
         drift_score,
-        is_drifted = 1 as is_drifted,
         reference_rows,
         current_rows,
         window_start,
         window_end,
-        computed_at
+        computed_at,
+        is_drifted = 1 as is_drifted
 
     from source
 
