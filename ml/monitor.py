@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import tempfile
 import time
 import warnings
@@ -573,11 +574,22 @@ def _window_forecasts(
 def _load_reference(run_id: str, artifact: str) -> pd.DataFrame | None:
     import mlflow
 
+    # No download progress bar on stderr (MLflow reads the variable on every download).
+    previous = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
     try:
         path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifact}")
     except Exception:  # not logged (a model trained before monitoring existed)
         return None
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_BAR, None)
+        else:
+            os.environ[PROGRESS_BAR] = previous
     return pd.read_parquet(path)
+
+
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _rebuilt_reference(ctx: RunContext, meta: dict, features: list[str]) -> pd.DataFrame:
