@@ -260,7 +260,8 @@ def monitor(ctx: RunContext, *, progress=None, publish: bool = True) -> MonitorR
         )
     else:
         say(f"drift: last {thresholds.drift_window} sessions vs the training reference")
-        report.drift = _drift(ctx, report, latest["as_of_date"])
+        with _no_progress_bar():
+            report.drift = _drift(ctx, report, latest["as_of_date"])
         if report.drift is not None and report.drift.share >= thresholds.drift_share:
             shown = ", ".join(report.drift.drifted[:5])
             report.retrain_reasons.append(
@@ -574,22 +575,28 @@ def _window_forecasts(
 def _load_reference(run_id: str, artifact: str) -> pd.DataFrame | None:
     import mlflow
 
-    # No download progress bar on stderr (MLflow reads the variable on every download).
-    previous = os.environ.get(PROGRESS_BAR)
-    os.environ[PROGRESS_BAR] = "false"
     try:
         path = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{artifact}")
     except Exception:  # not logged (a model trained before monitoring existed)
         return None
+    return pd.read_parquet(path)
+
+
+PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """No MLflow download progress bars on stderr (it reads the variable on every download)."""
+    previous = os.environ.get(PROGRESS_BAR)
+    os.environ[PROGRESS_BAR] = "false"
+    try:
+        yield
     finally:
         if previous is None:
             os.environ.pop(PROGRESS_BAR, None)
         else:
             os.environ[PROGRESS_BAR] = previous
-    return pd.read_parquet(path)
-
-
-PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def _rebuilt_reference(ctx: RunContext, meta: dict, features: list[str]) -> pd.DataFrame:

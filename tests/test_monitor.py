@@ -243,7 +243,7 @@ def test_calm_period_crosses_nothing_and_does_not_retrain(calm):
     (run,) = _monitor_runs(ctx, "2019-12-31")
     assert run.data.tags["retrain_decision"] == "none"
     assert run.data.tags["retrain_advised"] == "false"
-    print("\ncalm:", *report.lines(), sep="\n  ")
+    print("\ncalm:", *report.lines(), f"monitor took {report.seconds:.1f} s", sep="\n  ")
 
 
 def test_the_accuracy_marts_agree_with_pandas_on_the_replayed_forecasts(calm):

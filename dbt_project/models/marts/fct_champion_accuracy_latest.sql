@@ -79,7 +79,6 @@ final as (
         versions_ranked.last_as_of_date,
         versions_ranked.last_scored_at,
         versions_ranked.n_forecasts_scored,
-        coalesce(latest_pooled.n_realized_forecasts, 0) as n_realized_forecasts,
         latest_pooled.target_date as accuracy_as_of_date,
         latest_pooled.window_first_target_date,
         latest_pooled.window_forecasts,
@@ -90,6 +89,7 @@ final as (
         latest_pooled.coverage_gap_80,
         latest_pooled.coverage_95,
         latest_pooled.coverage_gap_95,
+        coalesce(latest_pooled.n_realized_forecasts, 0) as n_realized_forecasts,
         versions_ranked.recency_rank = 1 as is_current
 
     from versions_ranked

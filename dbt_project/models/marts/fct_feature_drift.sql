@@ -3,8 +3,8 @@
     (as_of_date, column_name), from ml.drift_scores (`stockcast monitor`). Adds the as-of date's
     input drift share (drifted inputs / inputs compared: the figure the monitor's
     `drift_share` threshold is applied to) and the column's rank by how far it drifted
-    (1 = the largest distance, or the smallest p-value, among the date's columns of its kind
-    and method).
+    (1 = the largest distance, or the smallest p-value for `ks`, among the date's columns of its
+    kind and method).
 -#}
 with
 
@@ -33,8 +33,8 @@ shares as (
         row_number() over (
             partition by as_of_date, column_kind, method
             order by
-                case when method in ('ks', 't_test', 'mannw', 'anderson', 'cramer_von_mises')
-                        then drift_score
+                case
+                    when method = 'ks' then drift_score
                     else -drift_score
                 end,
                 column_name
