@@ -422,10 +422,16 @@ def _drift(ctx: RunContext, report: MonitorReport, as_of: pd.Timestamp) -> Drift
 
     reference = _load_reference(run_id, REFERENCE_INPUTS)
     if reference is None:
+        if not meta.get("fit_as_of_end"):
+            report.notes.append(
+                f"no drift check: the model's run {run_id} has neither a reference sample nor "
+                "its fit period; retrain to monitor it"
+            )
+            return None
         report.notes.append(
             f"the model's run {run_id} has no logged reference sample (trained before "
             "monitoring): the reference inputs were rebuilt from the warehouse for its fit "
-            f"period {meta.get('fit_as_of_start')}..{meta.get('fit_as_of_end')}"
+            f"period {meta.get('fit_as_of_start')}..{meta['fit_as_of_end']}"
         )
         reference = _rebuilt_reference(ctx, meta, features)
     reference_forecasts = _load_reference(run_id, REFERENCE_PREDICTIONS)

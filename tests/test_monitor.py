@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -311,6 +312,39 @@ def test_monitoring_again_replaces_its_rows_and_loads_no_tensorflow(calm):
     assert len(_monitor_runs(ctx, "2019-12-31")) == 1
     assert report.report_path is not None and report.report_path.is_file()
     assert "<html" in report.report_path.read_text()[:2000].lower()
+
+
+def test_a_champion_without_a_logged_reference_is_compared_with_its_rebuilt_fit_period(calm):
+    """A model trained before train logged the reference sample: the monitor rebuilds the
+    reference from the warehouse for the fit period in its meta, and says so."""
+    import shutil
+
+    import mlflow
+
+    from ml.monitor import REFERENCE_INPUTS, monitor
+
+    ctx, report = calm["ctx"], calm["report"]
+    ctx.tracking()
+    logged = mlflow.artifacts.download_artifacts(f"runs:/{report.mlflow_run_id}/{REFERENCE_INPUTS}")
+    run = mlflow.get_run(report.mlflow_run_id)
+    stored = Path(run.info.artifact_uri.removeprefix("file://")) / REFERENCE_INPUTS
+    assert stored.is_file()
+    aside = stored.with_suffix(".aside")
+    shutil.move(stored, aside)
+    try:
+        again = monitor(ctx, publish=False)
+    finally:
+        shutil.move(aside, stored)
+    assert any("rebuilt from the warehouse for its fit period" in n for n in again.notes)
+    # Another sample of the same period: about the same verdict, column by column.
+    assert again.drift.share == pytest.approx(report.drift.share, abs=0.1)
+    assert set(again.drift.scores["column_name"]) == set(report.drift.scores["column_name"])
+    # The logged sample is the fit period's inputs: nothing from early stopping or validation.
+    meta = mlflow.artifacts.load_dict(f"runs:/{report.mlflow_run_id}/model_meta.json")
+    dates = pd.read_parquet(logged)["trade_date"]
+    assert dates.min() >= pd.Timestamp(meta["fit_as_of_start"])
+    assert dates.max() <= pd.Timestamp(meta["fit_as_of_end"]) < pd.Timestamp(meta["stop_start"])
+    monitor(ctx, publish=False)  # back to the logged reference for the tests that follow
 
 
 def test_regime_change_crosses_thresholds_and_the_retrain_is_gated(crash):
