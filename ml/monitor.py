@@ -410,9 +410,17 @@ def _drift(ctx: RunContext, report: MonitorReport, as_of: pd.Timestamp) -> Drift
         report.notes.append(f"no drift check: the model's run {run_id} has no meta ({exc})")
         return None
     features = list(meta["features"])
+    if not ctx.warehouse.table_exists(INDICATOR_MART):
+        report.notes.append(
+            f"no drift check: {INDICATOR_MART} is not built; run `stockcast transform`"
+        )
+        return None
     frame = _recent_features(ctx, as_of, thresholds.drift_window)
     window = np.sort(frame.loc[frame["trade_date"] <= as_of, "trade_date"].unique())
     window = window[-thresholds.drift_window :]
+    if len(window) == 0:
+        report.notes.append(f"no drift check: {INDICATOR_MART} has no bar up to {as_of.date()}")
+        return None
     start, end = pd.Timestamp(window[0]), pd.Timestamp(window[-1])
     forecasts = _window_forecasts(ctx, report, start, as_of, frame)
     tickers = set(forecasts["ticker"]) if len(forecasts) else set(frame["ticker"])
