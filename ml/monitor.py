@@ -155,6 +155,7 @@ class MonitorReport:
     model_name: str | None = None
     model_version: str | None = None
     mlflow_run_id: str | None = None  # the model's training run
+    scored_at: str | None = None  # when the monitored forecasts were written (UTC)
     monitor_run_id: str | None = None  # the MLflow run holding this report
     drift: Drift | None = None
     accuracy: Accuracy | None = None
@@ -244,6 +245,7 @@ def monitor(ctx: RunContext, *, progress=None, publish: bool = True) -> MonitorR
     report.model_name = str(latest["model_name"])
     report.model_version = str(latest["model_version"])
     report.mlflow_run_id = str(latest["mlflow_run_id"])
+    report.scored_at = str(latest["scored_at"])
     say(
         f"monitoring {report.model_name} v{report.model_version}, forecasts as of "
         f"{report.as_of_date}"
@@ -667,6 +669,7 @@ def _log_run(report: MonitorReport, experiment_id: str) -> str:
                 "model_name": report.model_name,
                 "model_version": report.model_version,
                 "model_run_id": report.mlflow_run_id,
+                "scored_at": report.scored_at,
                 "retrain_advised": str(report.retrain_advised).lower(),
                 "retrain_reasons": "; ".join(report.retrain_reasons) or "none",
                 "notes": "; ".join(report.notes)[:5000] or "none",
