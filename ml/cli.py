@@ -33,19 +33,22 @@ Configuration (shared with dbt through profiles.yml):
 
 \b
 Exit codes: 0 ok, 1 data refused or a stage failed on the data (or an unexpected error),
-2 usage (a bad option or argument), 3 configuration or target, 4 warehouse unavailable or busy.
+2 usage (a bad option or argument), 3 configuration or target, 4 warehouse unavailable or busy,
+5 `monitor --fail-on-alert` advised a retrain.
 """
 
 EXIT_DATA = 1  # data refused, or a stage failed on the data; also unexpected errors
 EXIT_USAGE = 2  # click's usage errors: bad option values, missing arguments
 EXIT_CONFIG = 3  # ConfigError: unknown target, missing BigQuery project, missing extra
 EXIT_WAREHOUSE = 4  # WarehouseError, DuckDB lock held by another process
+EXIT_ALERT = 5  # `monitor --fail-on-alert`: a retrain threshold was crossed
 EXIT_CODES = {
     0: "success",
     EXIT_DATA: "data refused or a stage failed on the data; unexpected errors",
     EXIT_USAGE: "usage: an invalid option value, a missing argument or path",
     EXIT_CONFIG: "configuration or target",
     EXIT_WAREHOUSE: "warehouse unavailable or busy",
+    EXIT_ALERT: "monitor --fail-on-alert: a retrain threshold was crossed",
 }
 # `backtest --model` choices; equal to ml.backtest.MODEL_NAMES (a test checks), written out here
 # so that --help does not import the backtest's libraries.
@@ -426,6 +429,55 @@ def score(tickers: tuple[str, ...]) -> None:
         )
     if result.tickers_skipped:
         click.echo(f"skipped, too little history: {', '.join(result.tickers_skipped)}")
+
+
+@main.command(
+    help="Check the latest forecasts: input and forecast drift against the champion's training "
+    "reference (Evidently; HTML report in <home>/monitoring and on an MLflow run, scores in "
+    "ml.drift_scores) and realized accuracy (rolling relative MAE vs naive, interval coverage); "
+    "say whether a retrain is advised (thresholds: STOCKCAST_MONITOR_* variables, see the "
+    "README). Exit 0 either way unless --fail-on-alert."
+)
+@click.option(
+    "--fail-on-alert",
+    is_flag=True,
+    help=f"Exit {EXIT_ALERT} when a threshold is crossed (for schedulers and CI).",
+)
+@click.option(
+    "--retrain",
+    is_flag=True,
+    help="When a threshold is crossed, train a new model (default settings) and let the "
+    "promotion gate decide whether it replaces the champion.",
+)
+@click.option("--no-publish", is_flag=True, help="Do not rebuild the fct_feature_drift mart (dbt).")
+def monitor(fail_on_alert: bool, retrain: bool, no_publish: bool) -> None:
+    from ml.monitor import monitor as run_monitor
+    from ml.monitor import retrain_if_needed
+
+    ctx = _context()
+    report = run_monitor(ctx, progress=_echo, publish=not no_publish)
+    for line in report.lines():
+        click.echo(line)
+    if report.status != "monitored":
+        return
+    if retrain and report.retrain_advised:
+
+        def train_and_promote():
+            from ml.promote import promote
+            from ml.train import train as run_train
+
+            return promote(ctx, run_train(ctx, progress=_echo), progress=_echo)
+
+        decision = retrain_if_needed(ctx, report, retrain=train_and_promote, progress=_echo)
+        click.echo(f"retrained: gate {decision.result.alias}: {decision.result.reason}")
+    elif report.retrain_advised:
+        click.echo("`stockcast monitor --retrain` (or `stockcast train`) retrains")
+    if fail_on_alert and report.retrain_advised:
+        _fail(
+            f"{len(report.retrain_reasons)} monitoring threshold(s) crossed (see above); "
+            "retrain with `stockcast train` or raise the STOCKCAST_MONITOR_* thresholds",
+            EXIT_ALERT,
+        )
 
 
 @main.command(

@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import jinja2
 import yaml
@@ -86,6 +87,96 @@ class ConfigError(ValueError):
     """The configuration cannot be used as it is (unknown target, unsupported engine, ...)."""
 
 
+# Drift methods `stockcast monitor` accepts (Evidently names), and whether a column drifted
+# when the score is at or above the threshold (a distance) or below it (a p-value).
+DRIFT_METHODS = {
+    "wasserstein": "distance",
+    "psi": "distance",
+    "jensenshannon": "distance",
+    "hellinger": "distance",
+    "ks": "p_value",
+}
+
+
+@dataclass(frozen=True)
+class MonitorThresholds:
+    """When `stockcast monitor` advises a retrain: any one crossed is a reason.
+
+    Each is read from the environment variable named beside it (see the README, Monitoring).
+    The drift defaults were chosen on real prices (4 tickers, reference 2016-07..2019-01): with
+    Evidently's default Wasserstein threshold 0.1 nearly every input "drifts" in any calm
+    21-session window (the inputs are autocorrelated: moving-average ratios, RSI, volatility),
+    so the per-column threshold is a shift of 0.75 reference standard deviations; then calm
+    windows of 2019 drift on at most 21% of the inputs and the window to 2020-03-13 on 92%.
+    """
+
+    # Share of the model's inputs whose distribution drifted (0..1).
+    drift_share: float = 0.5  # STOCKCAST_MONITOR_DRIFT_SHARE
+    # Evidently method and per-column threshold (see DRIFT_METHODS).
+    drift_method: str = "wasserstein"  # STOCKCAST_MONITOR_DRIFT_METHOD
+    drift_threshold: float = 0.75  # STOCKCAST_MONITOR_DRIFT_THRESHOLD
+    # Sessions up to the scoring's as-of date compared with the training reference.
+    drift_window: int = 21  # STOCKCAST_MONITOR_DRIFT_WINDOW
+    # Rolling realized relative MAE vs naive (fct_champion_accuracy_latest) above this.
+    rel_mae: float = 1.10  # STOCKCAST_MONITOR_REL_MAE
+    # |realized coverage - nominal| of the 80% or the 95% interval above this.
+    coverage_gap: float = 0.15  # STOCKCAST_MONITOR_COVERAGE_GAP
+    # Realized forecasts the rolling window needs before accuracy is judged.
+    min_realized: int = 100  # STOCKCAST_MONITOR_MIN_REALIZED
+
+    ENV: ClassVar[dict[str, str]] = {
+        "drift_share": "STOCKCAST_MONITOR_DRIFT_SHARE",
+        "drift_method": "STOCKCAST_MONITOR_DRIFT_METHOD",
+        "drift_threshold": "STOCKCAST_MONITOR_DRIFT_THRESHOLD",
+        "drift_window": "STOCKCAST_MONITOR_DRIFT_WINDOW",
+        "rel_mae": "STOCKCAST_MONITOR_REL_MAE",
+        "coverage_gap": "STOCKCAST_MONITOR_COVERAGE_GAP",
+        "min_realized": "STOCKCAST_MONITOR_MIN_REALIZED",
+    }
+
+    @classmethod
+    def from_env(cls) -> MonitorThresholds:
+        """The defaults, with each environment variable that is set laid over them."""
+        defaults = cls()
+        values: dict = {}
+        for name, variable in cls.ENV.items():
+            raw = os.environ.get(variable, "").strip()
+            if not raw:
+                continue
+            kind = type(getattr(defaults, name))
+            try:
+                values[name] = kind(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{variable}={raw!r} is not a{'n integer' if kind is int else ' number'}; "
+                    f"set it like {variable}={getattr(defaults, name)} or unset it"
+                ) from None
+        thresholds = cls(**values)
+        thresholds.check()
+        return thresholds
+
+    def check(self) -> None:
+        env = self.ENV
+        if self.drift_method not in DRIFT_METHODS:
+            raise ConfigError(
+                f"{env['drift_method']}={self.drift_method!r} is not a drift method Stockcast "
+                f"reads; use one of {', '.join(DRIFT_METHODS)}"
+            )
+        for name, low, high in (
+            ("drift_share", 0.0, 1.0),
+            ("coverage_gap", 0.0, 1.0),
+            ("rel_mae", 0.0, None),
+            ("drift_threshold", 0.0, None),
+        ):
+            value = getattr(self, name)
+            if not (value > low and (high is None or value <= high)):
+                bound = f"above {low}" + (f" and at most {high}" if high is not None else "")
+                raise ConfigError(f"{env[name]}={value} must be {bound}")
+        for name, low in (("drift_window", 2), ("min_realized", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{env[name]}={getattr(self, name)} must be at least {low}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """The resolved target: what dbt will connect to, and where MLflow lives.
@@ -102,6 +193,8 @@ class Settings:
     profile_env: dict = field(repr=False, default_factory=dict)
     mlflow_tracking_uri: str = ""
     mlflow_artifact_root: str = ""
+    # When `stockcast monitor` advises a retrain (STOCKCAST_MONITOR_* variables).
+    monitor: MonitorThresholds = field(default_factory=MonitorThresholds)
 
     def dbt_env(self) -> dict[str, str]:
         """Environment for a dbt subprocess so it resolves exactly what Python resolved."""
@@ -152,4 +245,5 @@ def load_settings() -> Settings:
         profile_env=used,
         mlflow_tracking_uri=tracking_uri,
         mlflow_artifact_root=artifact_root,
+        monitor=MonitorThresholds.from_env(),
     )

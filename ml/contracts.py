@@ -205,6 +205,33 @@ BACKTEST_FORECASTS = Table(
     cluster_by=("backtest_run_id", "model", "ticker"),
 )
 
+DRIFT_SCORES = Table(
+    "ml",
+    "drift_scores",
+    _columns(
+        """
+        as_of_date date required
+        column_name string required
+        column_kind string required
+        model_name string required
+        model_version string required
+        mlflow_run_id string required
+        monitor_run_id string required
+        method string required
+        threshold float64 required
+        drift_score float64
+        is_drifted int64 required
+        reference_rows int64 required
+        current_rows int64 required
+        window_start date required
+        window_end date required
+        computed_at timestamp required
+        """
+    ),
+    key=("as_of_date", "column_name"),
+    cluster_by=("column_name",),
+)
+
 TABLES: tuple[Table, ...] = (
     DAILY_PRICES,
     REJECTED_ROWS,
@@ -212,6 +239,7 @@ TABLES: tuple[Table, ...] = (
     PREDICTED_PRICES,
     BACKTEST_METRICS,
     BACKTEST_FORECASTS,
+    DRIFT_SCORES,
 )
 SCHEMAS: tuple[str, ...] = tuple(dict.fromkeys(t.schema for t in TABLES))
 

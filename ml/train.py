@@ -25,6 +25,7 @@ from ml.evaluate import horizon_metrics, naive_scales
 from ml.features import HORIZONS, build_feature_frame, feature_index
 from ml.fitting import TrainConfig, split_windows
 from ml.folds import Fold
+from ml.monitor import log_reference, reference_inputs, reference_predictions
 from ml.tuned import resolve_params
 
 if TYPE_CHECKING:
@@ -127,6 +128,19 @@ def train(ctx: RunContext, config: TrainConfig | None = None, progress=None) -> 
             fast=fast[block],
         )
         predicted, _ = combine.publish(location, scale, calibration, fast=fast)
+        # The drift reference `stockcast monitor` compares recent inputs and forecasts with.
+        log_reference(
+            reference_inputs(
+                frame,
+                list(config.features),
+                split.bounds["fit_as_of_start"],
+                split.bounds["fit_as_of_end"],
+                seed=params.seed,
+            ),
+            reference_predictions(
+                predicted, split.validation.tickers, split.validation.as_of_dates
+            ),
+        )
         mlflow.log_metrics(
             {f"combination_weight_h{h + 1}": w for h, w in enumerate(calibration.weights)}
             | {f"scale_exponent_h{h + 1}": a for h, a in enumerate(calibration.scale_exponents)}

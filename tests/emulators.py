@@ -138,6 +138,8 @@ def seed_sources(warehouse, prices: pd.DataFrame, ml: dict[str, pd.DataFrame]) -
         )
     warehouse.replace_backtest("run_1", ml["ml.backtest_metrics"], ml["ml.backtest_forecasts"])
     warehouse.replace_predictions(ml["ml.predicted_prices"])
+    if "ml.drift_scores" in ml:
+        warehouse.replace_drift_scores(ml["ml.drift_scores"])
 
 
 def price_slice(yahoo_dir: Path, ticker: str, start: str, rows: int) -> pd.DataFrame:
@@ -280,8 +282,30 @@ def ml_frames(prices: pd.DataFrame) -> dict[str, pd.DataFrame]:
                     "scored_at": created,
                 }
             )
+    as_of = pd.DataFrame(predictions)["as_of_date"].max()
+    drift = pd.DataFrame(
+        {
+            "as_of_date": as_of,
+            "column_name": ["ret_1", "rsi", "volatility_20", "predicted_return_h1"],
+            "column_kind": ["input", "input", "input", "prediction"],
+            "model_name": "stockcast-lstm",
+            "model_version": "1",
+            "mlflow_run_id": "mlflow_run_1",
+            "monitor_run_id": "monitor_run_1",
+            "method": "wasserstein",
+            "threshold": 0.75,
+            "drift_score": [1.2, 0.1, 0.9, 2.0],
+            "is_drifted": [1, 0, 1, 1],
+            "reference_rows": 5000,
+            "current_rows": 63,
+            "window_start": as_of - pd.Timedelta(days=30),
+            "window_end": as_of,
+            "computed_at": created,
+        }
+    )
     return {
         "ml.backtest_forecasts": forecasts,
         "ml.backtest_metrics": pd.DataFrame(metrics),
         "ml.predicted_prices": pd.DataFrame(predictions),
+        "ml.drift_scores": drift,
     }

@@ -163,7 +163,9 @@ def test_cycle_finder_reports_a_cycle():
     assert find_cycles({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("modules", ["ml.cli, ml.ingest", "ml.upload", "ml.pipeline, ml.context"])
+@pytest.mark.parametrize(
+    "modules", ["ml.cli, ml.ingest", "ml.upload", "ml.pipeline, ml.context", "ml.monitor"]
+)
 def test_light_modules_do_not_import_tensorflow(modules):
     """Loading files, the CLI itself and the pipeline's wiring never load TensorFlow or Keras:
     only the commands that fit or load a network do, inside their functions."""
@@ -176,3 +178,18 @@ def test_light_modules_do_not_import_tensorflow(modules):
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+# The modules that fit or load a network (they import Keras inside their functions).
+NETWORK_MODULES = {"ml.model", "ml.train", "ml.promote", "ml.fitting", "ml.gate", "ml.backtest"}
+
+
+def test_the_monitor_never_reaches_for_a_network():
+    """ml.monitor reads forecasts from the warehouse: neither it nor anything it imports, at
+    module level or inside a function, fits or loads a network (tests/test_monitor.py runs it in
+    a fresh process and checks TensorFlow stays unloaded)."""
+    graph = import_graph()
+    assert not graph["ml.monitor"] & NETWORK_MODULES
+    source = (PACKAGE / "monitor.py").read_text()
+    for library in ("tensorflow", "keras"):
+        assert f"import {library}" not in source and f"from {library}" not in source

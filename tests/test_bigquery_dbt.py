@@ -9,6 +9,7 @@ BigQuery does instead, so that a gap that closes (or a new emulator version) fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -359,3 +360,44 @@ def test_profile_renders_for_the_emulator(emulator_env) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
     assert "All checks passed" in result.stdout
+
+
+MONITORING_MARTS = {
+    "fct_forecast_accuracy_by_horizon": ["model_name", "model_version", "ticker", "horizon"],
+    "fct_forecast_accuracy_rolling": ["model_name", "model_version", "ticker", "target_date"],
+    "fct_champion_accuracy_latest": ["model_name", "model_version"],
+    "fct_feature_drift": ["as_of_date", "column_name"],
+}
+
+
+@pytest.mark.parametrize("mart", sorted(MONITORING_MARTS))
+def test_monitoring_marts_equal_duckdb(bigquery_build, client, duckdb_build, mart) -> None:
+    """The realized-accuracy and drift marts (window frames over session numbers, ln, ratios)
+    give the same rows on both engines."""
+    prefix, result = bigquery_build
+    assert result.returncode == 0
+    keys = MONITORING_MARTS[mart]
+    bigquery = client.query(f"select * from `{prefix}_marts`.`{mart}`").to_dataframe()
+    duck = _duckdb_table(duckdb_build, f"marts.{mart}")
+    assert len(bigquery) == len(duck) > 0
+    assert sorted(bigquery.columns) == sorted(duck.columns)
+
+    def normal(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame[sorted(frame.columns)].copy()
+        for column in frame.columns:
+            if "date" in column or column.endswith("_at"):
+                frame[column] = pd.to_datetime(frame[column]).dt.tz_localize(None)
+            elif frame[column].dtype == object and column not in keys:
+                with contextlib.suppress(ValueError, TypeError):  # text stays text
+                    frame[column] = pd.to_numeric(frame[column])
+        return frame.sort_values(keys).reset_index(drop=True)
+
+    left, right = normal(bigquery), normal(duck)
+    for column in left.columns:
+        a, b = left[column], right[column]
+        if pd.api.types.is_numeric_dtype(b) and not pd.api.types.is_bool_dtype(b):
+            np.testing.assert_allclose(
+                a.astype(float), b.astype(float), rtol=1e-9, equal_nan=True, err_msg=column
+            )
+        else:
+            assert a.astype(str).tolist() == b.astype(str).tolist(), column

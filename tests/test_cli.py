@@ -8,7 +8,7 @@ from helpers import duckdb_lock_held
 from ml.cli import main
 
 COMMANDS = [
-    "ingest", "transform", "train", "score", "run", "demo", "fetch", "backtest", "tune"
+    "ingest", "transform", "train", "score", "run", "demo", "fetch", "backtest", "tune", "monitor"
 ]  # fmt: skip
 
 
@@ -193,6 +193,32 @@ def test_bigquery_without_a_project_is_a_configuration_error(home):
     result = _invoke(["transform"], STOCKCAST_TARGET="bigquery")
     assert result.exit_code == 3, result.output
     assert "set STOCKCAST_BQ_PROJECT" in _one_error_line(result)
+
+
+def test_monitor_on_a_fresh_home_has_nothing_to_monitor(home):
+    result = _invoke(["monitor", "--fail-on-alert"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("nothing to monitor yet: no forecasts in ml.predicted_prices")
+    assert "`stockcast score`" in result.stdout and result.stderr == ""
+    assert not (home / "warehouse").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("STOCKCAST_MONITOR_DRIFT_SHARE", "half", "is not a number"),
+        ("STOCKCAST_MONITOR_DRIFT_SHARE", "1.5", "must be above 0.0 and at most 1.0"),
+        ("STOCKCAST_MONITOR_DRIFT_METHOD", "magic", "use one of wasserstein"),
+        ("STOCKCAST_MONITOR_MIN_REALIZED", "2.5", "is not an integer"),
+        ("STOCKCAST_MONITOR_DRIFT_WINDOW", "1", "must be at least 2"),
+    ],
+)
+def test_bad_monitor_thresholds_are_configuration_errors(home, variable, value, expected):
+    result = _invoke(["monitor"], **{variable: value})
+    assert result.exit_code == 3, result.output
+    line = _one_error_line(result)
+    assert variable in line and expected in line
+    assert not (home / "warehouse").exists()
 
 
 @pytest.mark.parametrize("command", ["transform", "refresh", "score"])

@@ -150,6 +150,16 @@ class Warehouse(abc.ABC):
             ("backtest_run_id",),
         )
 
+    def replace_drift_scores(self, scores: pd.DataFrame) -> int:
+        """Replace the drift scores of each as_of_date in ``scores`` atomically (a monitor
+        run for an as-of date that was monitored before replaces all its rows)."""
+        from ml.contracts import DRIFT_SCORES
+
+        self.ensure_schema((DRIFT_SCORES.schema,))
+        frame = conform(scores, DRIFT_SCORES)
+        self._replace_many([(DRIFT_SCORES, frame)], ("as_of_date",))
+        return len(frame)
+
     @abc.abstractmethod
     def _replace_many(
         self, tables: list[tuple[Table, pd.DataFrame]], match: tuple[str, ...]

@@ -4,6 +4,9 @@
       * as_of_close: last close the model saw (the naive "no change" forecast);
       * forecast_error = predicted - actual, naive_error = as_of_close - actual,
         pct_error = 100 * forecast_error / actual (percent);
+      * abs_log_error = |ln(predicted / actual)| and naive_abs_log_error =
+        |ln(as_of_close / actual)|: scale-free errors that pool across tickers (the
+        realized-accuracy marts average these);
       * the 80% / 95% prediction interval (price levels, NULL when the forecast has none) and
         whether it covered the actual, bounds included (NULL until the actual is known or
         when there is no interval);
@@ -76,6 +79,8 @@ forecast_errors as (
         100 * (predicted_close - actual_close) / actual_close as pct_error,
         as_of_close - actual_close as naive_error,
         abs(as_of_close - actual_close) as naive_abs_error,
+        abs(ln(predicted_close / actual_close)) as abs_log_error,
+        abs(ln(as_of_close / actual_close)) as naive_abs_log_error,
         case
             when actual_close is null or lower_80 is null or upper_80 is null then null
             else actual_close >= lower_80 and actual_close <= upper_80
@@ -113,6 +118,8 @@ final as (
         pct_error,
         naive_error,
         naive_abs_error,
+        abs_log_error,
+        naive_abs_log_error,
         is_covered_80,
         is_covered_95,
         sma_5,
