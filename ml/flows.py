@@ -40,8 +40,12 @@ from typing import TYPE_CHECKING, Any
 # Before Prefect is imported (it reads its settings then). Prefect's own console lines (run
 # names, state changes, a failed task's traceback) would bury the one-line-per-stage progress:
 # its console shows critical messages only; the runs' logs still reach the server in full.
-# The temporary server takes 20-40 s to start on a busy two-core machine, above Prefect's 20 s.
+# The temporary server takes 20-60 s to start on a busy two-core machine, above Prefect's 20 s.
+# TensorFlow and MLflow as quiet as the CLI keeps them (served runs do not go through the CLI).
 for _name, _value in {
+    "TF_CPP_MIN_LOG_LEVEL": "3",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_CONFIGURE_LOGGING": "false",
     "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
@@ -130,16 +134,24 @@ def _network_error(exc: BaseException) -> bool:
     )
 
 
+# Answers that say "later": throttled, or the server (or a proxy before it) briefly unable.
+GOOGLE_RETRYABLE = {429, 500, 502, 503, 504}  # google.api_core's advice for idempotent calls
+# Not 500: MLflow gives INTERNAL_ERROR (500) to its own local errors too, bugs included.
+MLFLOW_RETRYABLE = {429, 502, 503, 504}
+
+
 def _retryable_status(exc: BaseException) -> bool:
-    """An HTTP 429 or 5xx answer (MLflow's MlflowException, google.api_core's errors)."""
+    """A throttling or server-side answer from BigQuery (google.api_core) or MLflow."""
     code = getattr(exc, "code", None)  # google.api_core.exceptions.GoogleAPICallError
-    if not isinstance(code, int):
-        status = getattr(exc, "get_http_status_code", None)  # MlflowException
+    if isinstance(code, int) and type(exc).__module__.startswith("google."):
+        return code in GOOGLE_RETRYABLE
+    status = getattr(exc, "get_http_status_code", None)  # mlflow.exceptions.MlflowException
+    if callable(status):
         try:
-            code = status() if callable(status) else None
+            return status() in MLFLOW_RETRYABLE
         except Exception:
-            code = None
-    return isinstance(code, int) and (code == 429 or 500 <= code <= 599)
+            return False
+    return False
 
 
 def _retry_if_transient(task, task_run, state) -> bool:
@@ -600,12 +612,15 @@ def serve_flows(landing: Path | None = None, say: Say = echo) -> None:
     """Serve ``daily`` and ``retrain`` on their schedules until Ctrl-C (or SIGTERM)."""
     from prefect import serve
 
-    with prefect_api(say) as url:
-        say(
-            f"serving on {url.removesuffix('/api')}: daily at {DAILY_CRON} {EXCHANGE_TZ} "
-            f"(NYSE trading days"
-            + (f", landing folder {landing}" if landing else "")
-            + f"), retrain at {RETRAIN_CRON} {EXCHANGE_TZ}; Ctrl-C stops"
-        )
-        serve(*deployments(landing), print_starting_message=False)
+    try:
+        with prefect_api(say) as url:
+            say(
+                f"serving on {url.removesuffix('/api')}: daily at {DAILY_CRON} {EXCHANGE_TZ} "
+                f"(NYSE trading days"
+                + (f", landing folder {landing}" if landing else "")
+                + f"), retrain at {RETRAIN_CRON} {EXCHANGE_TZ}; Ctrl-C stops"
+            )
+            serve(*deployments(landing), print_starting_message=False)
+    except KeyboardInterrupt:  # before Prefect's runner took over Ctrl-C: as clean a stop
+        pass
     say("stopped serving")
