@@ -35,7 +35,7 @@ from ml.warehouse import WarehouseBusyError, WarehouseError  # noqa: E402
 
 TICKERS = ["AAPL", "KO", "MSFT"]
 BAD_FILE = "broken.csv"
-LATER = {"first": ["AMZN"], "second": ["BAC"]}  # the concurrency test's two landing folders
+LATER = ["AMZN"]  # in the second landing folder
 
 
 def _stockcast() -> str:
@@ -61,30 +61,97 @@ def prefect_api() -> str:
         yield PREFECT_API_URL.value()
 
 
+READER = """
+import sys, time
+from pathlib import Path
+from ml.context import build_context
+wh = build_context().warehouse
+stop = Path(sys.argv[1])
+while not stop.exists():
+    rows = wh.query_df("select count(*) as n from raw.daily_prices")["n"].iloc[0]
+    print(rows, flush=True)
+    time.sleep(0.3)
+"""
+WAITING = "waiting for the warehouse: the test (PID"
+
+
+def _collect(process: subprocess.Popen, lines: list[str]) -> threading.Thread:
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory):
-    """`stockcast watch --once` on a landing folder of real price files and one bad file,
-    with no Prefect server: Prefect's temporary one, as for a user."""
+def watched(tmp_path_factory, prefect_api):
+    """Two `stockcast watch --once` on one warehouse at once, and a reader polling it.
+
+    The first, as a user runs it: no Prefect server (Prefect's temporary one), a landing folder
+    of real price files and one bad file. The second, against the session's Prefect server
+    (PREFECT_API_URL), another folder with one more ticker. The test holds the warehouse while
+    both start: each must say it waits, then go on once it is free.
+    """
     home = tmp_path_factory.mktemp("home")
-    landing = tmp_path_factory.mktemp("landing")
+    first, second = tmp_path_factory.mktemp("landing"), tmp_path_factory.mktemp("landing2")
     for ticker in TICKERS:
-        shutil.copy(YAHOO / f"{ticker}.csv.gz", landing / f"{ticker}.csv.gz")
-    (landing / BAD_FILE).write_text("Symbol;Last;Change\nKO;61.2;+0.3\n")
+        shutil.copy(YAHOO / f"{ticker}.csv.gz", first / f"{ticker}.csv.gz")
+    (first / BAD_FILE).write_text("Symbol;Last;Change\nKO;61.2;+0.3\n")
+    for ticker in LATER:
+        shutil.copy(YAHOO / f"{ticker}.csv.gz", second / f"{ticker}.csv.gz")
     prefect_home = tmp_path_factory.mktemp("prefect")
+    stop = tmp_path_factory.mktemp("reader") / "stop"
+    with isolated_home(home):
+        from ml.context import build_context
+
+        warehouse = build_context().warehouse
+        warehouse.ensure_schema()  # the reader's table exists from the start
+    commands = {
+        "first": ([_stockcast(), "watch", "--once", str(first)],
+                  _env(home, PREFECT_HOME=str(prefect_home))),
+        "second": ([_stockcast(), "watch", "--once", "--settle", "0.2", str(second)],
+                   _env(home, PREFECT_API_URL=prefect_api)),
+        "reader": ([sys.executable, "-c", READER, str(stop)], _env(home)),
+    }  # fmt: skip
+    outputs: dict[str, list[str]] = {name: [] for name in commands}
     started = time.perf_counter()
-    out = subprocess.run(
-        [_stockcast(), "watch", "--once", str(landing)],
-        env=_env(home, PREFECT_HOME=str(prefect_home)),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    with warehouse.writing("the test"):
+        processes = {
+            name: subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+            for name, (args, env) in commands.items()
+        }  # fmt: skip
+        threads = [_collect(processes[name], outputs[name]) for name in commands]
+        deadline = time.monotonic() + 600
+        while not outputs["reader"] or not all(
+            any(WAITING in line for line in outputs[name]) for name in ("first", "second")
+        ):
+            assert time.monotonic() < deadline, outputs
+            for name, process in processes.items():
+                assert process.poll() is None, (name, outputs[name], process.stderr.read())
+            time.sleep(0.2)
+        answered_while_held = len(outputs["reader"])
+    errors = {}
+    for name in ("first", "second"):
+        processes[name].wait(timeout=900)
+        errors[name] = processes[name].stderr.read()
+    seconds = time.perf_counter() - started
+    stop.touch()
+    processes["reader"].wait(timeout=60)
+    errors["reader"] = processes["reader"].stderr.read()
+    for thread in threads:
+        thread.join(timeout=10)
     return {
         "home": home,
-        "landing": landing,
+        "landing": first,
         "prefect_home": prefect_home,
-        "out": out,
-        "seconds": time.perf_counter() - started,
+        "processes": processes,
+        "outputs": outputs,
+        "errors": errors,
+        "answered_while_held": answered_while_held,
+        "seconds": seconds,
     }
 
 
@@ -97,15 +164,16 @@ def _query(home: Path, sql: str):
 
 # -- the done-when: files in, forecasts and marts out, the bad file in quarantine ---------------
 def test_watch_once_loads_dropped_files_through_the_daily_flow_with_no_server(watched):
-    out, landing, home = watched["out"], watched["landing"], watched["home"]
-    print(f"stockcast watch --once: {watched['seconds']:.0f} s")
-    assert "Traceback" not in out.stderr, out.stderr
-    assert out.returncode == 1, out.stderr  # a file was refused: like `stockcast ingest`
-    assert out.stderr.strip().splitlines() == [
+    landing, home = watched["landing"], watched["home"]
+    stdout, stderr = watched["outputs"]["first"], watched["errors"]["first"]
+    print(f"two `stockcast watch --once` at once: {watched['seconds']:.0f} s")
+    assert "Traceback" not in stderr, stderr
+    assert watched["processes"]["first"].returncode == 1, stderr  # as `stockcast ingest`
+    assert stderr.strip().splitlines() == [
         f"error: 1 file was refused and moved to {landing / 'quarantine'} (the reason is in "
         "<name>.reason.txt beside each); the others were loaded"
     ]
-    stages = [line for line in out.stdout.splitlines() if line.startswith("== ")]
+    stages = [line for line in stdout if line.startswith("== ")]
     assert stages == ["== ingest (4 files)", "== transform (dbt build)", "== score",
                       "== publish forecast marts (dbt build)"]  # fmt: skip
 
@@ -120,12 +188,13 @@ def test_watch_once_loads_dropped_files_through_the_daily_flow_with_no_server(wa
     assert "unrecognised layout" in reason and "Symbol;Last;Change" in reason
     assert not [p for p in landing.iterdir() if p.is_file() and not p.name.startswith(".")]
 
+    everyone = sorted([*TICKERS, *LATER])
     forecasts = _query(home, "select ticker, count(*) from ml.predicted_prices group by 1")
-    assert sorted(forecasts) == [(t, 10) for t in TICKERS]
+    assert sorted(forecasts) == [(t, 10) for t in everyone]
     (mart,) = _query(home, "select count(*) from marts.fct_forecasts_vs_actuals")
-    assert mart == (len(TICKERS) * 10,)
+    assert mart == (len(everyone) * 10,)
     (indicators,) = _query(home, "select count(distinct ticker) from marts.fct_daily_indicators")
-    assert indicators == (len(TICKERS),)
+    assert indicators == (len(everyone),)
 
     # It went through Prefect: the temporary server recorded a completed `daily` run.
     with sqlite3.connect(watched["prefect_home"] / "prefect.db") as db:
@@ -135,7 +204,30 @@ def test_watch_once_loads_dropped_files_through_the_daily_flow_with_no_server(wa
     assert runs == [("daily", "COMPLETED")]
 
 
-def test_a_repeated_file_is_not_loaded_again_and_a_quiet_day_is_cheap(watched, prefect_api):
+def test_two_flows_and_a_reader_share_the_warehouse_waiting_not_crashing(watched):
+    """Both flows waited for the warehouse (saying so) instead of failing, both finished, the
+    reader kept answering, and nothing was lost or doubled."""
+    processes, outputs, errors = watched["processes"], watched["outputs"], watched["errors"]
+    assert processes["second"].returncode == 0, (errors["second"], outputs["second"])
+    assert "== score" in outputs["second"]
+    assert processes["reader"].returncode == 0, errors["reader"]
+    for text in errors.values():
+        assert "Traceback" not in text and "IOException" not in text, text
+    assert watched["answered_while_held"] > 0
+    assert len(outputs["reader"]) > watched["answered_while_held"]
+    counts = [int(n) for n in outputs["reader"]]
+    assert counts == sorted(counts) and counts[-1] > 0  # every load seen whole
+
+    home = watched["home"]
+    (duplicates,) = _query(
+        home,
+        "select count(*) - count(distinct (ticker, as_of_date, horizon)) from ml.predicted_prices",
+    )
+    assert duplicates == (0,)
+    assert _query(home, "select count(*) from raw.ingested_files") == [(len(TICKERS) + len(LATER),)]
+
+
+def test_a_repeated_file_is_not_loaded_again_and_a_quiet_day_is_cheap(watched):
     landing, home = watched["landing"], watched["home"]
     shutil.copy(YAHOO / "KO.csv.gz", landing / "KO-again.csv.gz")
     messages: list[str] = []
@@ -148,106 +240,7 @@ def test_a_repeated_file_is_not_loaded_again_and_a_quiet_day_is_cheap(watched, p
     )
     assert (landing / "processed" / "KO-again.csv.gz").exists()
     (files,) = _query(home, "select count(*) from raw.ingested_files")
-    assert files == (len(TICKERS),)
-
-
-# -- sharing the warehouse: two flows and a reader at once -------------------------------------
-READER = """
-import sys, time
-from pathlib import Path
-from ml.context import build_context
-wh = build_context().warehouse
-stop = Path(sys.argv[1])
-while not stop.exists():
-    rows = wh.query_df("select count(*) as n from raw.daily_prices")["n"].iloc[0]
-    print(rows, flush=True)
-    time.sleep(0.3)
-"""
-
-
-def _collect(process: subprocess.Popen, lines: list[str]) -> threading.Thread:
-    def read() -> None:
-        for line in process.stdout:
-            lines.append(line.rstrip("\n"))
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_two_flows_and_a_reader_share_the_warehouse_waiting_not_crashing(
-    watched, prefect_api, tmp_path
-):
-    home = watched["home"]
-    env = _env(home, PREFECT_API_URL=prefect_api)
-    folders = {}
-    for name, tickers in LATER.items():
-        folders[name] = tmp_path / name
-        folders[name].mkdir()
-        for ticker in tickers:
-            shutil.copy(YAHOO / f"{ticker}.csv.gz", folders[name] / f"{ticker}.csv.gz")
-    stop = tmp_path / "stop-reading"
-    with isolated_home(home):
-        from ml.context import build_context
-
-        warehouse = build_context().warehouse
-    outputs: dict[str, list[str]] = {name: [] for name in [*folders, "reader"]}
-    # Held by this test while both flows start: each must say it waits, then go on.
-    with warehouse.writing("the test"):
-        processes = {
-            name: subprocess.Popen(
-                [_stockcast(), "watch", "--once", "--settle", "0.2", str(folder)],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-            for name, folder in folders.items()
-        } | {
-            "reader": subprocess.Popen(
-                [sys.executable, "-c", READER, str(stop)],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-        }  # fmt: skip
-        readers = [_collect(processes[name], outputs[name]) for name in outputs]
-        deadline = time.monotonic() + 300
-        waiting = "waiting for the warehouse: the test (PID"
-        while not outputs["reader"] or not all(
-            any(waiting in line for line in outputs[name]) for name in folders
-        ):
-            assert time.monotonic() < deadline, outputs
-            for name in folders:
-                assert processes[name].poll() is None, (name, processes[name].stderr.read())
-            time.sleep(0.2)
-        answered_while_held = len(outputs["reader"])
-    errors = {}
-    for name in folders:
-        processes[name].wait(timeout=600)
-        errors[name] = processes[name].stderr.read()
-    stop.touch()
-    processes["reader"].wait(timeout=60)
-    errors["reader"] = processes["reader"].stderr.read()
-    for thread in readers:
-        thread.join(timeout=10)
-
-    for name in folders:
-        assert processes[name].returncode == 0, (name, errors[name], outputs[name])
-        assert "== score" in outputs[name]
-    assert processes["reader"].returncode == 0, errors["reader"]
-    for text in errors.values():
-        assert "Traceback" not in text and "IOException" not in text, text
-    # The reader answered while the flows waited and wrote, and saw every load whole.
-    assert answered_while_held > 0 and len(outputs["reader"]) > answered_while_held
-    counts = [int(n) for n in outputs["reader"]]
-    assert counts == sorted(counts)
-
-    everyone = sorted([*TICKERS, *(t for tickers in LATER.values() for t in tickers)])
-    (duplicates,) = _query(
-        home,
-        "select count(*) - count(distinct (ticker, as_of_date, horizon)) from ml.predicted_prices",
-    )
-    assert duplicates == (0,)
-    forecast = _query(home, "select distinct ticker from ml.predicted_prices order by 1")
-    assert [t for (t,) in forecast] == everyone
-    loaded = _query(home, "select count(*) from raw.ingested_files")
-    assert loaded == [(len(everyone),)]
+    assert files == (len(TICKERS) + len(LATER),)
 
 
 def test_the_writer_lock_waits_bounded_then_fails_in_one_line(tmp_path, monkeypatch):
@@ -406,7 +399,7 @@ def test_retrain_trains_backtests_gates_and_publishes_a_new_champion(watched, pr
         gate_folds=1,
         gate_test_days=10,
     )
-    backtest = BacktestConfig(n_folds=1, test_days=10, models=("lstm", "naive"), train=tiny)
+    backtest = BacktestConfig(n_folds=1, test_days=10, models=("naive", "drift"), train=tiny)
     messages: list[str] = []
     with isolated_home(watched["home"]):
         from ml.context import build_context
