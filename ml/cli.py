@@ -746,9 +746,11 @@ def watch(directory: Path, once: bool, interval: float, settle: float) -> None:
     if not once:
         click.echo(f"watching {directory} every {interval:g} s (Ctrl-C stops)")
     refused = 0
+    running = False
     try:
         while True:
             if folder.candidates():
+                running = True
                 try:
                     report = daily(landing=str(directory), settle_seconds=settle, say=_echo)
                 except LandingBusyError as exc:
@@ -761,11 +763,21 @@ def watch(directory: Path, once: bool, interval: float, settle: float) -> None:
                     click.secho(f"error: {error.format_message()}", fg="red", err=True)
                 else:
                     refused += len(report.quarantined)
+                running = False
             if once:
                 break
             time.sleep(interval)
     except KeyboardInterrupt:
-        click.echo(f"stopped watching {directory}")
+        click.echo(
+            f"stopped watching {directory}"
+            + (
+                " (the run under way was interrupted: the files it loaded are filed; the next "
+                "daily run, for a new file or on `stockcast serve`'s schedule, builds, scores "
+                "and publishes what it left)"
+                if running
+                else ""
+            )
+        )
         return
     if refused:
         _fail(

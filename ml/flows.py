@@ -290,23 +290,38 @@ def closed_reason(day: date) -> str | None:
     return "an NYSE holiday"
 
 
-def forecasts_are_current(ctx: RunContext) -> bool:
-    """Whether the published forecasts were scored after the last file was loaded."""
+# The mart the forecasts are published in; it carries each forecast's scored_at.
+FORECAST_MART = "marts.fct_forecasts_vs_actuals"
+CURRENT, UNPUBLISHED, STALE = "current", "unpublished", "stale"
+
+
+def forecast_freshness(ctx: RunContext) -> str:
+    """:data:`CURRENT`: scored after the last file was loaded, and published; :data:`UNPUBLISHED`:
+    scored after it, but the marts hold older forecasts (a run stopped before publishing);
+    :data:`STALE`: files were loaded after the last scoring (or nothing was scored yet)."""
+    import pandas as pd
+
     from ml.contracts import INGESTED_FILES, PREDICTED_PRICES
 
     wh = ctx.warehouse
     if not (
         wh.table_exists(INGESTED_FILES.full_name) and wh.table_exists(PREDICTED_PRICES.full_name)
     ):
-        return False
-    import pandas as pd
-
+        return STALE
+    published = (
+        f"(select max(scored_at) from {wh.table(FORECAST_MART)})"
+        if wh.table_exists(FORECAST_MART)
+        else "cast(null as timestamp)"
+    )
     times = wh.query_df(
         f"select (select max(ingested_at) from {wh.table(INGESTED_FILES.full_name)}) as loaded, "
-        f"(select max(scored_at) from {wh.table(PREDICTED_PRICES.full_name)}) as scored"
+        f"(select max(scored_at) from {wh.table(PREDICTED_PRICES.full_name)}) as scored, "
+        f"{published} as published"
     ).iloc[0]
-    loaded, scored = times["loaded"], times["scored"]
-    return bool(pd.notna(loaded) and pd.notna(scored) and scored >= loaded)
+    loaded, scored, published = times["loaded"], times["scored"], times["published"]
+    if pd.isna(loaded) or pd.isna(scored) or scored < loaded:
+        return STALE
+    return CURRENT if pd.notna(published) and published >= scored else UNPUBLISHED
 
 
 def _has_prices(ctx: RunContext) -> bool:
@@ -409,9 +424,15 @@ def daily(
                 + (f": drop price files into {landing}" if landing else "")
             )
             return report
-        if forecasts_are_current(ctx):
+        freshness = forecast_freshness(ctx)
+        if freshness == CURRENT:
             report.skipped = "nothing new"
             say("daily: nothing new loaded and the forecasts are up to date: no build, no scoring")
+            return report
+        if freshness == UNPUBLISHED:
+            say("daily: the latest forecasts were scored but not published (a run stopped early)")
+            with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
+                publish_task(ctx, say)
             return report
 
     with _stage(report, "transform", say, "transform (dbt build)"):

@@ -243,6 +243,29 @@ def test_a_repeated_file_is_not_loaded_again_and_a_quiet_day_is_cheap(watched):
     assert files == (len(TICKERS) + len(LATER),)
 
 
+def test_forecasts_scored_but_never_published_are_published_by_the_next_run(watched):
+    """A run stopped between scoring and publishing (Ctrl-C, a crash): the next daily run,
+    with nothing new to load, publishes them and does nothing else."""
+    from ml.score import score
+
+    home = watched["home"]
+    messages: list[str] = []
+    with isolated_home(home):
+        from ml.context import build_context
+
+        ctx = build_context()
+        score(ctx)  # scored, as a run does, and stopped before the publish step
+        assert flows.forecast_freshness(ctx) == flows.UNPUBLISHED
+        report = flows.daily(ctx=ctx, say=messages.append)
+        assert flows.forecast_freshness(ctx) == flows.CURRENT
+    assert messages[0] == (
+        "daily: the latest forecasts were scored but not published (a run stopped early)"
+    )
+    assert list(report.stage_seconds) == ["publish"]
+    published = _query(home, "select max(scored_at) from marts.fct_forecasts_vs_actuals")
+    assert published == _query(home, "select max(scored_at) from ml.predicted_prices")
+
+
 def test_the_writer_lock_waits_bounded_then_fails_in_one_line(tmp_path, monkeypatch):
     from ml.config import load_settings
     from ml.warehouse import open_warehouse
