@@ -686,7 +686,8 @@ def fetch(tickers, start, end, out, replace) -> None:
 @main.command(
     help="Serve the daily and retrain flows (Prefect) on their schedules until Ctrl-C: daily at "
     "17:30 New York time on NYSE trading days (holidays are skipped), retrain on Saturdays at "
-    "06:00. Against PREFECT_API_URL if set, else a local Prefect server started for the time."
+    "06:00. Against PREFECT_API_URL if set, else a local Prefect server started for as long as "
+    "it serves."
 )
 @click.option(
     "--landing",
@@ -709,7 +710,8 @@ def serve(landing: Path | None) -> None:
 @main.command(
     help="Load price files dropped into DIR with the daily flow (Prefect; no server needed): "
     "loaded files move to DIR/processed/, refused ones to DIR/quarantine/ with a "
-    "<name>.reason.txt; a file is read once its size has stopped changing, and never twice. "
+    "<name>.reason.txt; a file is read once its size has stopped changing, and the same content "
+    "is never loaded twice. "
     "Ctrl-C stops."
 )
 @click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))

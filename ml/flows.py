@@ -443,7 +443,12 @@ def daily(
     with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
         publish_task(ctx, say)
     # The monitor step (issue 9) goes here, one line: monitor_task(ctx, report, say)
+    say(_seconds_line(report.stage_seconds))
     return report
+
+
+def _seconds_line(stage_seconds: dict[str, float]) -> str:
+    return "stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds.items())
 
 
 def _scored_line(scored: ScoreResult) -> str:
@@ -526,6 +531,7 @@ def retrain(
             say(_scored_line(report.scored))
         with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
             publish_task(ctx, say)
+    say(_seconds_line(report.stage_seconds))
     return report
 
 
