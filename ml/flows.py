@@ -392,7 +392,8 @@ def daily(
                     f"{landed.path.name}: same content as {earlier['name']} loaded at "
                     f"{earlier['loaded_at']}: not loaded again, moved to {moved.parent.name}/"
                 )
-            landed_by_path = {c.path: c for c in claim.to_load}
+            # Keyed as ingest reports them: resolved (a symlinked file is filed too).
+            landed_by_path = {c.path.resolve(): c for c in claim.to_load}
             files += list(landed_by_path)
         if files:
             with _stage(report, "ingest", say, f"ingest ({len(files)} files)"):
@@ -405,7 +406,7 @@ def daily(
                     report.loaded.append(name)
                 else:
                     report.quarantined[name] = "\n".join(result.summary_lines())
-                landed = landed_by_path.get(Path(result.file)) if folder else None
+                landed = landed_by_path.get(Path(result.file).resolve()) if folder else None
                 if landed is None:
                     continue
                 if result.ok:
