@@ -3,6 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 DATA ?=
 SHARED ?= ../shared/data
+LANDING ?= data/landing
 # sqlfluff's dbt templater opens the profile's DuckDB file: give it a throwaway one.
 SQLFLUFF := STOCKCAST_DUCKDB_PATH=$$(mktemp -d)/lint.duckdb $(UV) run --frozen sqlfluff
 # The models must also be valid GoogleSQL: lint them in the BigQuery dialect, compiled for the
@@ -72,6 +73,16 @@ forecast-quality: install ## Walk-forward backtests behind docs/forecast-quality
 .PHONY: backtest-speed
 backtest-speed: install ## Time a 4-fold backtest of 38 tickers per model (target: 5 min on 2 cores)
 	$(UV) run --frozen python benchmarks/backtest_speed.py --data $(SHARED)/yahoo_sp500_daily
+
+.PHONY: watch
+watch: install ## Load files dropped into LANDING (default ./data/landing) with the daily flow, until Ctrl-C
+	mkdir -p $(LANDING)
+	$(UV) run --frozen stockcast watch $(LANDING)
+
+.PHONY: serve
+serve: install ## Serve the daily and weekly retrain flows on their schedules (Prefect), until Ctrl-C
+	mkdir -p $(LANDING)
+	$(UV) run --frozen stockcast serve --landing $(LANDING)
 
 .PHONY: mlflow-ui
 mlflow-ui: install ## Open the MLflow UI on http://127.0.0.1:5000 over the local store

@@ -735,5 +735,111 @@ def fetch(tickers, start, end, out, replace) -> None:
         _fail("some downloaded files were not loaded")
 
 
+@main.command(
+    help="Serve the daily and retrain flows (Prefect) on their schedules until Ctrl-C: daily at "
+    "17:30 New York time on NYSE trading days (holidays are skipped), retrain on Saturdays at "
+    "06:00. Against PREFECT_API_URL if set, else a local Prefect server started for as long as "
+    "it serves."
+)
+@click.option(
+    "--landing",
+    type=click.Path(path_type=Path),
+    help="Landing folder the daily flow loads first (as `stockcast watch` does).",
+)
+def serve(landing: Path | None) -> None:
+    from ml.landing import landing_problem
+
+    if landing is not None:
+        landing = landing.expanduser().resolve()
+        problem = landing_problem(landing)
+        if problem:
+            raise click.BadParameter(problem + ".", param_hint="'--landing'")
+    from ml.flows import serve_flows
+
+    serve_flows(landing, say=_echo)
+
+
+@main.command(
+    help="Load price files dropped into DIR with the daily flow (Prefect; no server needed): "
+    "loaded files move to DIR/processed/, refused ones to DIR/quarantine/ with a "
+    "<name>.reason.txt; a file is read once its size has stopped changing, and the same content "
+    "is never loaded twice. "
+    "Ctrl-C stops."
+)
+@click.argument("directory", metavar="DIR", type=click.Path(path_type=Path))
+@click.option("--once", is_flag=True, help="Process what is in DIR now, then exit (for cron).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between looks at DIR.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="Seconds a file's size must stay unchanged before it is read.",
+)
+def watch(directory: Path, once: bool, interval: float, settle: float) -> None:
+    import time
+
+    from ml.landing import LandingBusyError, LandingFolder, landing_problem
+
+    directory = directory.expanduser().resolve()
+    problem = landing_problem(directory)
+    if problem:
+        raise click.BadParameter(problem + ".", param_hint="'DIR'")
+    folder = LandingFolder(directory, settle)
+    if once and not folder.candidates():
+        click.echo(f"no new files in {directory}: nothing to do")
+        return
+    from ml.flows import daily
+
+    if not once:
+        click.echo(f"watching {directory} every {interval:g} s (Ctrl-C stops)")
+    refused = 0
+    running = False
+    try:
+        while True:
+            if folder.candidates():
+                running = True
+                try:
+                    report = daily(landing=str(directory), settle_seconds=settle, say=_echo)
+                except LandingBusyError as exc:
+                    click.echo(f"skipped this look: {exc}")
+                except Exception as exc:
+                    if once:
+                        raise
+                    # A failed run must not end the watch: say why, look again later.
+                    error = _expected_error(exc, "watch")
+                    click.secho(f"error: {error.format_message()}", fg="red", err=True)
+                else:
+                    refused += len(report.quarantined)
+                running = False
+            if once:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo(
+            f"stopped watching {directory}"
+            + (
+                " (the run under way was interrupted: the files it loaded are filed; the next "
+                "daily run, for a new file or on `stockcast serve`'s schedule, builds, scores "
+                "and publishes what it left)"
+                if running
+                else ""
+            )
+        )
+        return
+    if refused:
+        _fail(
+            f"{refused} file{'s were' if refused > 1 else ' was'} refused and moved to "
+            f"{folder.quarantine} (the reason is in <name>.reason.txt beside each); the others "
+            "were loaded"
+        )
+
+
 if __name__ == "__main__":
     main()

@@ -143,6 +143,7 @@ def test_the_import_graph_is_read_from_every_ml_module():
     assert {"ml.train", "ml.backtest", "ml.cli", "ml.warehouse.duckdb_engine"} <= set(graph)
     assert "ml.features" in graph["ml.backtest"]  # module level
     assert "ml.score" in graph["ml.pipeline"]  # function level
+    assert {"ml.landing", "ml.ingest", "ml.transform"} <= graph["ml.flows"]
     assert "ml.warehouse" in graph["ml.warehouse.duckdb_engine"]  # the package's base classes
 
 
@@ -164,15 +165,22 @@ def test_cycle_finder_reports_a_cycle():
 
 
 @pytest.mark.parametrize(
-    "modules", ["ml.cli, ml.ingest", "ml.upload", "ml.pipeline, ml.context", "ml.monitor"]
+    ("modules", "heavy"),
+    [
+        ("ml.cli, ml.ingest", ("tensorflow", "keras", "prefect")),
+        ("ml.upload", ("tensorflow", "keras")),
+        ("ml.pipeline, ml.context", ("tensorflow", "keras")),
+        ("ml.landing", ("tensorflow", "keras", "prefect")),
+        ("ml.flows", ("tensorflow", "keras")),
+        ("ml.monitor", ("tensorflow", "keras", "prefect")),
+    ],
 )
-def test_light_modules_do_not_import_tensorflow(modules):
-    """Loading files, the CLI itself and the pipeline's wiring never load TensorFlow or Keras:
-    only the commands that fit or load a network do, inside their functions."""
-    code = (
-        f"import sys, {modules}; "
-        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
-    )
+def test_light_modules_do_not_import_tensorflow(modules, heavy):
+    """Loading files, the CLI itself, the landing folder, the flows' wiring, the pipeline's and
+    the monitor never load TensorFlow or Keras: only the commands that fit or load a network do,
+    inside their functions. The CLI and the landing folder do not load Prefect either
+    (`stockcast --help` and `watch --once` on an empty folder answer at once)."""
+    code = f"import sys, {modules}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False
     )

@@ -10,6 +10,8 @@ Data moves as pandas DataFrames. The engine is chosen by the dbt target's ``type
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -49,6 +51,16 @@ class WarehouseBusyError(WarehouseError):
     """Another process holds the warehouse (DuckDB allows one writer at a time)."""
 
 
+# How DuckDB (and dbt-duckdb, which reports DuckDB's error) says another process holds the file.
+LOCK_MARKERS = ("could not set lock", "conflicting lock")
+
+
+def is_lock_conflict(message: str) -> bool:
+    """Whether an error's text says another process held the warehouse (worth a retry)."""
+    text = message.lower()
+    return any(marker in text for marker in LOCK_MARKERS)
+
+
 class Warehouse(abc.ABC):
     """What the stages need from a warehouse; one subclass per engine."""
 
@@ -83,6 +95,16 @@ class Warehouse(abc.ABC):
         """Columns of a table, optionally restricted to rows whose column values are listed."""
 
     # -- writes -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, who: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the warehouse for one writing step of a flow (a load, a dbt build, a score).
+
+        Engines that let many processes write at once (BigQuery) need no turn-taking: this
+        default does nothing. ``who`` names the step to the processes waiting for it;
+        ``on_wait`` is told once when this one has to wait.
+        """
+        yield
+
     @abc.abstractmethod
     def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
         """Create the schemas and contract tables if missing; add contract columns that an

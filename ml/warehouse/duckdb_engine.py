@@ -7,7 +7,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -107,6 +107,55 @@ class DuckDBWarehouse(Warehouse):
                     said = True
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    @contextlib.contextmanager
+    def writing(self, who: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Take turns with other flows' writing steps (in any process) on this file.
+
+        DuckDB's own lock is held per connection, and dbt opens the file from a child process:
+        between a step's connections another process could slip in and make dbt fail. A lock
+        file beside the warehouse (``<file>.writer.lock``, an advisory ``flock`` the kernel
+        drops when its holder dies) is held for the whole step instead. The wait is bounded as
+        for a connection (``STOCKCAST_LOCK_WAIT_SECONDS``), then :class:`WarehouseBusyError`.
+        Readers never take it: they only wait for DuckDB's own lock, connection by connection.
+        """
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".writer.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as handle:
+            deadline = time.monotonic() + self.lock_wait_seconds
+            delay, said = 0.05, False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another flow"
+                    if time.monotonic() >= deadline:
+                        raise WarehouseBusyError(
+                            f"the warehouse {self.path} is in use by {holder} and stayed locked "
+                            f"for {self.lock_wait_seconds:.0f} s: retry when it has finished "
+                            "(STOCKCAST_LOCK_WAIT_SECONDS sets the wait)"
+                        ) from None
+                    if not said:
+                        message = f"waiting for the warehouse: {holder} is writing to {self.path}"
+                        (on_wait or log.warning)(message)
+                        said = True
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{who} (PID {os.getpid()})")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator:
