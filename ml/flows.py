@@ -228,6 +228,14 @@ def publish_task(ctx: RunContext, say: Say) -> None:
         transform(ctx, select=FORECAST_MARTS, echo=say)
 
 
+@_task("monitor")
+def monitor_task(ctx: RunContext, say: Say):
+    from ml.monitor import monitor
+
+    with ctx.warehouse.writing("stockcast daily flow: monitor", on_wait=say):
+        return monitor(ctx, progress=say)
+
+
 @_task("tune")
 def tune_task(ctx: RunContext, trials: int, config, say: Say):
     from ml.tune import tune
@@ -267,6 +275,8 @@ class DailyReport:
     repeats: list[str] = field(default_factory=list)  # content loaded before: not loaded again
     still_writing: list[str] = field(default_factory=list)
     scored: ScoreResult | None = None
+    monitor: Any = None  # ml.monitor.MonitorReport
+    retrain: Any = None  # RetrainReport, when the monitor crossed a threshold
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -351,12 +361,18 @@ def daily(
     today: date | None = None,
     ctx: RunContext | None = None,
     say: Say | None = None,
+    monitor: bool = True,
+    retrain_on_alert: bool = True,
+    retrain_options: dict | None = None,
 ) -> DailyReport:
     """Load new files (from the ``landing`` folder and/or ``paths``), then dbt build -> score ->
-    publish the forecast marts.
+    publish the forecast marts -> monitor (drift and realized accuracy, :mod:`ml.monitor`);
+    a crossed threshold starts the retrain flow (``retrain_on_alert``), whose promotion gate
+    decides, and the decision is recorded on the monitor's MLflow run.
 
     ``trading_days_only`` (the schedule's): on a weekend or NYSE holiday (``today``, default the
     date in New York) nothing runs. ``ctx`` is built here when not given, once for the run.
+    ``retrain_options`` go to :func:`retrain` (``tune_trials``, ``train_config``, ...).
     """
     say = say or echo
     report = DailyReport(day=today or new_york_today())
@@ -443,9 +459,40 @@ def daily(
         say(_scored_line(report.scored))
     with _stage(report, "publish", say, "publish forecast marts (dbt build)"):
         publish_task(ctx, say)
-    # The monitor step (issue 9) goes here, one line: monitor_task(ctx, report, say)
+    if monitor:
+        _monitor_and_retrain(ctx, report, say, retrain_on_alert, retrain_options)
     say(_seconds_line(report.stage_seconds))
     return report
+
+
+def _monitor_and_retrain(
+    ctx: RunContext,
+    report: DailyReport,
+    say: Say,
+    retrain_on_alert: bool = True,
+    retrain_options: dict | None = None,
+) -> None:
+    from ml.monitor import retrain_if_needed
+
+    with _stage(report, "monitor", say):
+        report.monitor = monitor_task(ctx, say)
+        for line in report.monitor.lines():
+            say(line)
+    if not report.monitor.retrain_reasons:
+        return
+    if not retrain_on_alert:
+        say(
+            "retrain advised (retrain_on_alert is off): "
+            + "; ".join(report.monitor.retrain_reasons)
+        )
+        return
+
+    def start_retrain():
+        reason = "monitor: " + "; ".join(report.monitor.retrain_reasons)
+        report.retrain = run_retrain(ctx, reason=reason, say=say, **(retrain_options or {}))
+        return report.retrain.decision  # the gate's decision, recorded on the monitor's run
+
+    retrain_if_needed(ctx, report.monitor, retrain=start_retrain, progress=say)
 
 
 def _seconds_line(stage_seconds: dict[str, float]) -> str:

@@ -415,6 +415,7 @@ def test_retrain_trains_backtests_gates_and_publishes_a_new_champion(watched, pr
     tiny = TrainConfig(
         params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
         validation_days=60,
+        calibration_days=30,
         stop_days=30,
         max_train_samples=2000,
         train_years=4,
@@ -448,6 +449,43 @@ def test_retrain_trains_backtests_gates_and_publishes_a_new_champion(watched, pr
         f"select count(*) from ml.backtest_metrics where backtest_run_id = '{report.backtest_run_id}'",
     )
     assert stored[0] > 0
+
+
+def test_a_crossed_monitor_threshold_starts_the_retrain_and_its_gate_decision_is_logged(
+    watched, prefect_api, monkeypatch
+):
+    """The daily flow's last step on the champion the retrain test published: with the drift
+    threshold near 0 every input counts as drifted, so the monitor advises a retrain, the
+    retrain flow runs, and the gate's decision lands on the monitor's MLflow run."""
+    pytest.importorskip("tensorflow")
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ml.fitting import TrainConfig
+    from ml.model import ModelParams
+
+    tiny = TrainConfig(
+        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=2),
+        validation_days=60, calibration_days=30, stop_days=30, max_train_samples=2000,
+        train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10,
+    )  # fmt: skip
+    options = {"train_config": tiny, "run_backtest": False}
+    monkeypatch.setenv("STOCKCAST_MONITOR_DRIFT_THRESHOLD", "0.000001")
+    messages: list[str] = []
+    with isolated_home(watched["home"]):
+        from ml.context import build_context
+
+        ctx = build_context()
+        report = flows.DailyReport()
+        flows._monitor_and_retrain(ctx, report, messages.append, retrain_options=options)
+        ctx.tracking()
+        client = MlflowClient(mlflow.get_tracking_uri())
+        tags = client.get_run(report.monitor.monitor_run_id).data.tags
+    assert any("drift" in reason for reason in report.monitor.retrain_reasons), messages
+    assert report.retrain is not None and report.retrain.reason.startswith("monitor: ")
+    assert tags["retrain_decision"] == "retrained"
+    assert tags["retrain_gate_alias"] == report.retrain.decision.alias
+    assert "== monitor" in messages and "== train" in messages
 
 
 # -- serve ------------------------------------------------------------------------------------

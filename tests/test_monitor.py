@@ -42,6 +42,7 @@ CRASH = ("2020-01-02", "2020-03-31")
 TINY = TrainConfig(
     params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
     validation_days=60,
+    calibration_days=30,
     stop_days=30,
     max_train_samples=2000,
     gate_folds=1,
