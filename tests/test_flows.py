@@ -175,7 +175,7 @@ def test_watch_once_loads_dropped_files_through_the_daily_flow_with_no_server(wa
     ]
     stages = [line for line in stdout if line.startswith("== ")]
     assert stages == ["== ingest (4 files)", "== transform (dbt build)", "== score",
-                      "== publish forecast marts (dbt build)"]  # fmt: skip
+                      "== publish forecast marts (dbt build)", "== monitor"]  # fmt: skip
 
     assert sorted(p.name for p in (landing / "processed").iterdir()) == [
         f"{t}.csv.gz" for t in TICKERS
@@ -195,6 +195,10 @@ def test_watch_once_loads_dropped_files_through_the_daily_flow_with_no_server(wa
     assert mart == (len(everyone) * 10,)
     (indicators,) = _query(home, "select count(distinct ticker) from marts.fct_daily_indicators")
     assert indicators == (len(everyone),)
+    # The monitoring marts are built too (empty until a forecast's target date has passed and a
+    # champion with a training reference publishes).
+    tables = {row[0] for row in _query(home, "select table_name from information_schema.tables")}
+    assert {"fct_forecast_accuracy_by_horizon", "fct_feature_drift"} <= tables
 
     # It went through Prefect: the temporary server recorded a completed `daily` run.
     with sqlite3.connect(watched["prefect_home"] / "prefect.db") as db:
