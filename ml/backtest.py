@@ -469,16 +469,25 @@ def backtest(
     """Run the walk-forward backtest, log it to MLflow and store its metrics in the warehouse."""
     import mlflow
 
+    from ml.tuned import resolve_params
+
     config = config or BacktestConfig()
+    ctx.tracking()
+    # As train does: the LSTM starts from the latest `stockcast tune` result unless told not to.
+    params, tune_run_id = resolve_params(config.train)
+    config = replace(config, train=replace(config.train, params=params))
+    if tune_run_id and progress:
+        progress(f"using tuned parameters from tune run {tune_run_id}")
     warehouse = ctx.warehouse
     indicators = load_indicators(warehouse, list(config.tickers) if config.tickers else None)
     frame = build_feature_frame(indicators)
-    ctx.tracking()
     from ml.registry import owner_tags
 
     with mlflow.start_run(run_name="backtest") as run:
         # PID and host: a later process marks the run FAILED if this one is killed.
         mlflow.set_tags({"stage": "backtest", **owner_tags()})
+        if tune_run_id:
+            mlflow.set_tag("tuned_from_run", tune_run_id)
         mlflow.log_params(
             {
                 **config.as_params(),

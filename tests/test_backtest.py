@@ -228,6 +228,19 @@ def test_tuning_runs_nested_trials_and_train_starts_from_the_best(stored):
 
     tuned, run_id = best_params()
     assert run_id == result.run_id and tuned.units == result.best_params.units
+    # The backtest starts from the tuned settings too (nothing is fit here: naive only), unless
+    # told to ignore them.
+    from ml.backtest import backtest
+    from ml.fitting import TrainConfig
+
+    for use_tuned in (True, False):
+        config = BacktestConfig(
+            n_folds=1, test_days=5, models=("naive",), train=TrainConfig(use_tuned=use_tuned)
+        )
+        tested = client.get_run(backtest(ctx, config).run_id)
+        assert tested.data.tags.get("tuned_from_run") == (result.run_id if use_tuned else None)
+        expected = tuned.units if use_tuned else TrainConfig().params.units
+        assert tested.data.params["lstm_units"] == str(expected)
     trained = train(ctx, TINY.train)  # TINY sets units=4: explicit still wins
     run = client.get_run(trained.run_id)
     assert run.data.tags["tuned_from_run"] == result.run_id
