@@ -56,6 +56,14 @@ emulators: ## Start the local BigQuery and GCS emulators: eval "$$(scripts/emula
 emulators-down: ## Stop the local emulators
 	scripts/emulators.sh down
 
+.PHONY: servers-up
+servers-up: ## Start PostgreSQL + MLflow server + Prefect server on 127.0.0.1: eval "$$(scripts/servers.sh up)"
+	@scripts/servers.sh up
+
+.PHONY: servers-down
+servers-down: ## Stop the local servers (their data stays in ~/.stockcast/servers)
+	scripts/servers.sh down
+
 .PHONY: format
 format: install ## Apply ruff and sqlfluff fixes
 	$(UV) run --frozen ruff format .

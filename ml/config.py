@@ -235,8 +235,11 @@ def load_settings() -> Settings:
 
     mlflow_dir = data_dir() / "mlflow"
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlflow_dir / 'mlflow.db'}"
-    artifact_root = (
-        os.environ.get("STOCKCAST_MLFLOW_ARTIFACTS") or (mlflow_dir / "artifacts").as_uri()
+    # A tracking server (http/https) keeps the artifacts itself (`mlflow server
+    # --serve-artifacts`): the experiment takes the server's default root, not a local folder.
+    remote = tracking_uri.startswith(("http://", "https://"))
+    artifact_root = os.environ.get("STOCKCAST_MLFLOW_ARTIFACTS") or (
+        "" if remote else (mlflow_dir / "artifacts").as_uri()
     )
     return Settings(
         target=target,

@@ -63,7 +63,7 @@ def configure(settings: Settings, experiment_id: str | None = None) -> str:
     experiment = mlflow.get_experiment_by_name(EXPERIMENT_NAME)
     if experiment is None:
         experiment_id = mlflow.create_experiment(
-            EXPERIMENT_NAME, artifact_location=settings.mlflow_artifact_root
+            EXPERIMENT_NAME, artifact_location=settings.mlflow_artifact_root or None
         )
     else:
         experiment_id = experiment.experiment_id
