@@ -481,6 +481,60 @@ def monitor(fail_on_alert: bool, retrain: bool, no_publish: bool) -> None:
 
 
 @main.command(
+    help="Show the champion (the MLflow alias `champion` of model stockcast-lstm) and the "
+    "registered versions, or move it by hand with --set VERSION: a rollback to an earlier "
+    "version (or forward again), without the promotion gate. Who, why, when and the version "
+    "before are recorded as tags on the version (champion_set_by, champion_set_reason, "
+    "champion_set_at, champion_previous). Publish with it: `stockcast score`."
+)
+@click.option(
+    "--set",
+    "version",
+    type=POSITIVE,
+    help="Make this registered version the champion.",
+)
+@click.option(
+    "--reason",
+    help="Why (recorded with --set) [default: manual rollback].",
+)
+def champion(version: int | None, reason: str | None) -> None:
+    if reason is not None and version is None:
+        raise click.BadParameter("needs --set VERSION.", param_hint="'--reason'")
+    import getpass
+    import socket
+
+    from ml import registry
+    from ml.config import load_settings
+
+    settings = load_settings()
+    registry.configure(settings)
+    where = settings.mlflow_tracking_uri
+    if version is None:
+        current = registry.champion_version()
+        versions = registry.model_versions()
+        if not versions:
+            click.echo(f"no version of stockcast-lstm is registered in {where}")
+            return
+        click.echo(
+            f"champion: v{current}" if current else "champion: none (the baseline is published)"
+        )
+        for v in versions:
+            aliases = ",".join(v.aliases) if v.aliases else "-"
+            set_by = (v.tags or {}).get("champion_set_by")
+            extra = f", champion set by {set_by}" if set_by else ""
+            click.echo(f"  v{v.version}  {v.status}  aliases: {aliases}  run {v.run_id}{extra}")
+        return
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    change = registry.set_champion(str(version), reason or "manual rollback", who)
+    before = f"v{change.previous}" if change.previous else "none"
+    click.echo(
+        f"champion of stockcast-lstm: {before} -> v{change.current} (set by {who}: "
+        f"{reason or 'manual rollback'}; in {where})"
+    )
+    click.echo("`stockcast score` publishes forecasts with it")
+
+
+@main.command(
     help="Walk-forward backtest of the LSTM beside naive, drift, ETS and peer models: the last "
     "--folds blocks of --test-days as-of dates, blocks placed from --start and/or ending by "
     "--end, or one block (--folds per regime) at the start of each named market regime "

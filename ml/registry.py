@@ -323,3 +323,57 @@ def load_champion() -> RegisteredModel:
     model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
     meta = model.unwrap_python_model().meta
     return RegisteredModel(str(version.version), version.run_id, model, meta)
+
+
+CHAMPION_SET_TAGS = (
+    "champion_set_by",
+    "champion_set_reason",
+    "champion_set_at",
+    "champion_previous",
+)
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    previous: str | None
+    current: str
+
+
+def set_champion(version: str, reason: str, who: str) -> ChampionChange:
+    """Move the ``champion`` alias to ``version`` by hand (a rollback, or forward again), and
+    record on that version who did it, why, when and which version held it before (tags
+    :data:`CHAMPION_SET_TAGS`). The promotion gate is not consulted: a person decides.
+
+    Raises LookupError when the version is not registered or not READY (no alias moves).
+    """
+    from datetime import UTC, datetime
+
+    client = MlflowClient()
+    try:
+        target = client.get_model_version(MODEL_NAME, version)
+    except mlflow.exceptions.MlflowException as exc:
+        known = sorted(
+            (int(v.version) for v in client.search_model_versions(f"name = '{MODEL_NAME}'")),
+        )
+        listed = ", ".join(f"v{v}" for v in known) if known else "none"
+        raise LookupError(
+            f"{MODEL_NAME} has no version {version} (registered: {listed}): pick one of them "
+            "(`stockcast champion` lists them)"
+        ) from exc
+    if target.status != "READY":
+        raise LookupError(
+            f"{MODEL_NAME} v{version} is {target.status}, not READY: pick a READY version "
+            "(`stockcast champion` lists them)"
+        )
+    previous = champion_version()
+    set_alias(str(version), CHAMPION_ALIAS)
+    values = (who, reason, datetime.now(UTC).isoformat(timespec="seconds"), previous)
+    for key, value in zip(CHAMPION_SET_TAGS, values, strict=True):
+        client.set_model_version_tag(MODEL_NAME, str(version), key, value or "none")
+    return ChampionChange(previous, str(version))
+
+
+def model_versions() -> list:
+    """Every registered version of the model, newest first (empty when none)."""
+    versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'")
+    return sorted(versions, key=lambda v: -int(v.version))
