@@ -169,6 +169,7 @@ def _never_gated(client: MlflowClient) -> list:
             version.status != "READY"
             or int(version.version) <= newest_aliased
             or RECOVERED_TAG in (version.tags or {})
+            or not version.run_id  # registered by hand, not by a `train` that may have died
         ):
             continue
         try:
@@ -366,6 +367,7 @@ def set_champion(version: str, reason: str, who: str) -> ChampionChange:
             "(`stockcast champion` lists them)"
         )
     previous = champion_version()
+    previous = None if previous is None else str(previous)  # an int from a SQL store
     set_alias(str(version), CHAMPION_ALIAS)
     values = (who, reason, datetime.now(UTC).isoformat(timespec="seconds"), previous)
     for key, value in zip(CHAMPION_SET_TAGS, values, strict=True):

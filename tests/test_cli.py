@@ -8,7 +8,8 @@ from helpers import duckdb_lock_held
 from ml.cli import main
 
 COMMANDS = [
-    "ingest", "transform", "train", "score", "run", "demo", "fetch", "backtest", "tune", "monitor"
+    "ingest", "transform", "train", "score", "run", "demo", "fetch", "backtest", "tune", "monitor",
+    "champion",
 ]  # fmt: skip
 
 
@@ -193,6 +194,44 @@ def test_bigquery_without_a_project_is_a_configuration_error(home):
     result = _invoke(["transform"], STOCKCAST_TARGET="bigquery")
     assert result.exit_code == 3, result.output
     assert "set STOCKCAST_BQ_PROJECT" in _one_error_line(result)
+
+
+def test_champion_rollback_validates_the_version_and_records_who_and_why(home, tmp_path):
+    """`stockcast champion --set` on the local store (versions registered without training;
+    tests/test_servers.py does the same against an MLflow server after a real train)."""
+    from mlflow.tracking import MlflowClient
+
+    from ml import registry
+    from ml.config import CHAMPION_ALIAS, MODEL_NAME, load_settings
+
+    assert _invoke(["champion"]).output.startswith("no version of stockcast-lstm is registered")
+    registry.configure(load_settings())
+    client = MlflowClient()
+    client.create_registered_model(MODEL_NAME)
+    for _ in range(2):
+        client.create_model_version(MODEL_NAME, source=str(tmp_path))
+    client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, "2")
+
+    done = _invoke(["champion", "--set", "1", "--reason", "v2 misses the 80% band"])
+    assert done.exit_code == 0, done.output
+    assert "champion of stockcast-lstm: v2 -> v1 (set by " in done.output
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version) == "1"
+    tags = client.get_model_version(MODEL_NAME, "1").tags
+    assert tags["champion_set_reason"] == "v2 misses the 80% band"
+    assert tags["champion_previous"] == "2" and "@" in tags["champion_set_by"]
+    assert tags["champion_set_at"]
+    listed = _invoke(["champion"]).output
+    assert listed.startswith("champion: v1") and "v2  READY  aliases: -" in listed
+
+    missing = _invoke(["champion", "--set", "7"])
+    assert missing.exit_code == 1
+    assert _one_error_line(missing) == (
+        "error: stockcast-lstm has no version 7 (registered: v1, v2): pick one of them "
+        "(`stockcast champion` lists them)"
+    )
+    assert str(client.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS).version) == "1"
+    assert _invoke(["champion", "--set", "0"]).exit_code == 2
+    assert _invoke(["champion", "--reason", "why"]).exit_code == 2
 
 
 def test_monitor_on_a_fresh_home_has_nothing_to_monitor(home):
