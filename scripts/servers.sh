@@ -351,6 +351,7 @@ purge() {
         data=$(cat "$RUN/postgres.datadir")
         log "deleting $data"
         rm -rf "$data"
+        rmdir "$(dirname "$data")" 2>/dev/null || true  # <user home>/stockcast, once empty
     fi
     log "deleting $DIR"
     rm -rf "$DIR"
