@@ -59,7 +59,6 @@ BACKTEST_ABLATIONS = ("lstm_raw", "lstm_volscale", "lstm_netscale")
 REGIME_NAMES = "2008 crisis, 2015-16 selloff, 2017 calm, 2018 Q4, 2020 crash, 2022 bear"
 # ml.features.FEATURE_GROUPS (importing it here would load pandas for --help).
 FEATURE_GROUP_NAMES = ("base", "volatility", "market", "volume")
-LOCK_MARKERS = ("could not set lock", "conflicting lock")
 
 
 def _quiet_libraries() -> None:
@@ -125,7 +124,7 @@ def _expected_error(exc: Exception, command: str | None) -> StockcastError:
     """The exit code and one-line message for an exception raised by a command."""
     from ml.config import ConfigError
     from ml.transform import DbtError
-    from ml.warehouse import WarehouseError
+    from ml.warehouse import WarehouseError, is_lock_conflict
 
     text = str(exc).strip()
     if isinstance(exc, ConfigError):  # before ValueError: ConfigError is one
@@ -135,11 +134,11 @@ def _expected_error(exc: Exception, command: str | None) -> StockcastError:
     duckdb = sys.modules.get("duckdb")
     if duckdb is not None and isinstance(exc, duckdb.IOException):
         first = text.splitlines()[0] if text else type(exc).__name__
-        if any(marker in text.lower() for marker in LOCK_MARKERS):
+        if is_lock_conflict(text):
             return StockcastError(_busy(first), EXIT_WAREHOUSE)
         return StockcastError(f"cannot open the warehouse: {first}", EXIT_WAREHOUSE)
     if isinstance(exc, DbtError):
-        if any(marker in text.lower() for marker in LOCK_MARKERS):
+        if is_lock_conflict(text):
             _one_line(text)  # dbt's detail, on stdout
             return StockcastError(_busy("dbt could not lock the DuckDB file"), EXIT_WAREHOUSE)
         return StockcastError(_one_line(text), EXIT_DATA)
