@@ -188,12 +188,17 @@ def calibrate(
         scores = []
         for a in SCALE_EXPONENTS:
             blended = blend(scale, fast, [a] * actual.shape[1])
-            quantiles = intervals.calibrate(actual - point, blended, as_of_dates=as_of_dates)
+            quantiles = intervals.calibrate(
+                actual - point, blended, as_of_dates=as_of_dates, pooled_tails=True
+            )
             scores.append(_interval_score(actual, point, blended, quantiles))
         best = np.nanargmin(np.vstack(scores), axis=0)
         exponents = tuple(float(SCALE_EXPONENTS[i]) for i in best)
     quantiles = intervals.calibrate(
-        actual - point, blend(scale, fast, exponents or ()), as_of_dates=as_of_dates
+        actual - point,
+        blend(scale, fast, exponents or ()),
+        as_of_dates=as_of_dates,
+        pooled_tails=True,
     )
     return Calibration(
         tuple(float(w) for w in weights),
