@@ -272,8 +272,12 @@ def test_watch_once_runs_the_daily_flow_against_the_prefect_and_mlflow_servers(
 
     client = MlflowClient(servers["url"])
     experiment = client.get_experiment_by_name("stockcast")
-    monitored = client.search_runs([experiment.experiment_id], "tags.stage = 'monitor'")
-    assert monitored, "the daily flow's monitor run is on the tracking server"
+    (monitored,) = client.search_runs([experiment.experiment_id], "tags.stage = 'monitor'")
+    scoring = client.get_run(monitored.data.tags["mlflow.parentRunId"])
+    assert scoring.data.tags["stage"] == "score"  # the report sits under the scoring's run
+    assert scoring.data.metrics["tickers_scored"] == len(TICKERS) + 1
+    logged = [a.path for a in client.list_artifacts(monitored.info.run_id, "monitoring")]
+    assert any(path.endswith(".html") for path in logged), logged
 
 
 def test_monitor_runs_against_the_server_and_logs_its_run_there(servers, job):
