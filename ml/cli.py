@@ -812,6 +812,62 @@ def serve(landing: Path | None) -> None:
     serve_flows(landing, say=_echo)
 
 
+def _port_problem(port: int) -> str | None:
+    """Why the dashboard cannot listen on ``port`` of the loopback interface, or None."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return f"port {port} on 127.0.0.1 is not free ({exc.strerror})"
+    return None
+
+
+@main.command(
+    help="Serve the dashboard on http://127.0.0.1:PORT (Streamlit): an overview of every ticker, "
+    "a ticker page (candlesticks, indicators, the forecast with its 80%/95% bands, past "
+    "forecasts) and the model page (champion, backtest skill, coverage, realized accuracy). It "
+    "reads the published marts of the configured target read-only. Ctrl-C stops."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1024, 65535),
+    default=8501,
+    show_default=True,
+    help="Port on 127.0.0.1.",
+)
+def dashboard(port: int) -> None:
+    import importlib.util
+    import subprocess
+
+    from ml.config import ConfigError
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError(
+            "the dashboard needs Streamlit and Plotly: install the extra with "
+            "`uv sync --extra dashboard` (or `make install`)"
+        )
+    problem = _port_problem(port)
+    if problem:
+        _fail(f"{problem}: pick another with --port", EXIT_USAGE)
+    ctx = _context()  # a configuration error is one line here, not a page in the browser
+    from ml.dashboard import APP_SCRIPT
+
+    where = _where(ctx) if ctx.settings.engine == "duckdb" else f"BigQuery ({ctx.settings.target})"
+    click.echo(f"dashboard: http://127.0.0.1:{port} (reading the marts of {where}; Ctrl-C stops)")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+    ]  # fmt: skip
+    with contextlib.suppress(KeyboardInterrupt):
+        completed = subprocess.run(command, check=False)
+        if completed.returncode not in (0, -2, 130):
+            _fail(f"the dashboard server stopped with exit code {completed.returncode}")
+
+
 @main.command(
     help="Load price files dropped into DIR with the daily flow (Prefect; no server needed): "
     "loaded files move to DIR/processed/, refused ones to DIR/quarantine/ with a "
