@@ -746,20 +746,29 @@ def refresh(retrain, force, **options) -> None:
     _run(None, None, retrain, _train_config(**options), force=force)
 
 
-@main.command(
-    help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
-)
-def demo() -> None:
-    from ml.config import data_dir
-    from ml.pipeline import write_demo_prices
+def _use_demo_home() -> Path:
+    """Point this process (and the ones it starts) at the demo's home.
 
-    # The demo keeps to a home of its own (DuckDB warehouse and MLflow store under
-    # <STOCKCAST_HOME>/demo), so its GOOG rows and GOOG-only model never mix with the user's.
+    The demo keeps to a home of its own (DuckDB warehouse and MLflow store under
+    <STOCKCAST_HOME>/demo), so its GOOG rows and GOOG-only model never mix with the user's.
+    """
+    from ml.config import data_dir
+
     home = data_dir() / "demo"
     os.environ["STOCKCAST_HOME"] = str(home)
     os.environ["STOCKCAST_TARGET"] = "dev"
     for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_MLFLOW_ARTIFACTS"):
         os.environ.pop(name, None)
+    return home
+
+
+@main.command(
+    help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
+)
+def demo() -> None:
+    from ml.pipeline import write_demo_prices
+
+    home = _use_demo_home()
     path = write_demo_prices(home / "input")
     click.echo(f"demo data: {path} (GOOG daily bars 2004-2013 from the backtesting package)")
     _run([path], None, retrain=False)
@@ -837,7 +846,12 @@ def _port_problem(port: int) -> str | None:
     show_default=True,
     help="Port on 127.0.0.1.",
 )
-def dashboard(port: int) -> None:
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Show what `stockcast demo` (`make demo`) built, in its own home (<home>/demo).",
+)
+def dashboard(port: int, demo: bool) -> None:
     import importlib.util
     import subprocess
 
@@ -851,16 +865,24 @@ def dashboard(port: int) -> None:
     problem = _port_problem(port)
     if problem:
         _fail(f"{problem}: pick another with --port", EXIT_USAGE)
+    if demo:
+        _use_demo_home()
     ctx = _context()  # a configuration error is one line here, not a page in the browser
     from ml.dashboard import APP_SCRIPT
 
     where = _where(ctx) if ctx.settings.engine == "duckdb" else f"BigQuery ({ctx.settings.target})"
     click.echo(f"dashboard: http://127.0.0.1:{port} (reading the marts of {where}; Ctrl-C stops)")
+    if ctx.settings.engine == "duckdb" and not Path(where).exists():
+        click.echo(
+            f"no warehouse at {where} yet: the pages stay empty until `stockcast run PATH...`"
+            + ("" if demo else " (after `make demo`: `stockcast dashboard --demo`)")
+        )
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
     ]  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         completed = subprocess.run(command, check=False)

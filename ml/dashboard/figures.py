@@ -109,7 +109,7 @@ def ticker_figure(
         shared_xaxes=True,
         vertical_spacing=0.03,
         row_heights=[0.52, 0.12, 0.16, 0.20],
-        subplot_titles=(f"{ticker} daily", "volume", "RSI (14)", "MACD (12, 26, 9)"),
+        subplot_titles=("", "volume", "RSI (14)", "MACD (12, 26, 9)"),
     )
     dates = _dates(bars["trade_date"])
     figure.add_trace(
