@@ -826,6 +826,8 @@ def _port_problem(port: int) -> str | None:
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server binds: a port left in TIME_WAIT by a stopped server is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as exc:
@@ -853,7 +855,6 @@ def _port_problem(port: int) -> str | None:
 )
 def dashboard(port: int, demo: bool) -> None:
     import importlib.util
-    import subprocess
 
     from ml.config import ConfigError
 
@@ -884,10 +885,10 @@ def dashboard(port: int, demo: bool) -> None:
         "--server.fileWatcherType", "none", "--global.developmentMode", "false",
         "--client.toolbarMode", "viewer",
     ]  # fmt: skip
-    with contextlib.suppress(KeyboardInterrupt):
-        completed = subprocess.run(command, check=False)
-        if completed.returncode not in (0, -2, 130):
-            _fail(f"the dashboard server stopped with exit code {completed.returncode}")
+    sys.stdout.flush()
+    # Streamlit takes this process over: a signal to it (Ctrl-C, a service manager's TERM)
+    # stops the server, and no child is left behind.
+    os.execv(sys.executable, command)
 
 
 @main.command(

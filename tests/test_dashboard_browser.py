@@ -32,6 +32,7 @@ TICKERS = ["AAPL", "KO", "MSFT"]
 BARS_PER_TICKER = 900  # the last ~3.5 years: enough for the tiny model, the gate and a backtest
 TINY = ["--epochs", "1", "--units", "4", "--window", "10", "--max-train-samples", "2000"]
 PAGE_WAIT_SECONDS = 90
+BUSY = "The warehouse is being updated by a flow"
 
 
 def _browser_missing() -> str | None:
@@ -115,7 +116,7 @@ def server(real_run):
     port = _free_port()
     process = subprocess.Popen(
         [_stockcast(), "dashboard", "--port", str(port)],
-        env=real_run["env"],
+        env={**real_run["env"], "STOCKCAST_DASHBOARD_TTL_SECONDS": "0"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -219,7 +220,12 @@ def _ticker_plot(driver, ticker: str) -> dict | None:
     return None
 
 
+ROW_HEIGHT = 35  # Streamlit's data grid: the header and each row
+
+
 def test_overview_lists_every_ticker_and_opens_the_ticker_page(browser, server, screenshots):
+    from selenium.webdriver.common.action_chains import ActionChains
+
     driver = browser
     driver.get(server["url"])
     _wait(driver, lambda d: d.find_elements("css selector", '[data-testid="stDataFrame"]'),
@@ -229,10 +235,17 @@ def test_overview_lists_every_ticker_and_opens_the_ticker_page(browser, server, 
     _wait(driver, _script_done, "the overview to finish")
     assert not _errors(driver)
     table = driver.find_element("css selector", '[data-testid="stDataFrame"]')
-    assert table.size["height"] > 100
+    assert table.size["height"] >= 4 * ROW_HEIGHT  # the header and a row per ticker
     text = driver.find_element("tag name", "body").text
     assert "Overview" in text and "Select a row" in text
     driver.save_screenshot(str(screenshots / "dashboard-overview.png"))
+    # The grid is drawn on a canvas: click the selection box of its second row (KO).
+    width, height = table.size["width"], table.size["height"]
+    ActionChains(driver).move_to_element_with_offset(
+        table, -width // 2 + 16, -height // 2 + 2 * ROW_HEIGHT + ROW_HEIGHT // 2
+    ).click().perform()
+    _wait(driver, lambda d: _ticker_plot(d, "KO"), "KO's ticker page after the click")
+    assert "/ticker?ticker=KO" in driver.current_url
 
 
 def test_ticker_page_draws_candles_forecast_band_and_indicators(browser, server, screenshots):
@@ -274,7 +287,7 @@ def test_switching_ticker_redraws_the_chart(browser, server):
 
 def test_model_page_shows_champion_skill_and_coverage(browser, server, screenshots):
     driver = browser
-    driver.get(server["url"] + "/overview")
+    driver.get(server["url"])
     _wait(driver, lambda d: d.find_elements("css selector", '[data-testid="stSidebarNavLink"]'),
           "the page links")  # fmt: skip
     _nav(driver, "Model")
@@ -307,22 +320,28 @@ def test_dashboard_refuses_a_port_in_use(server, real_run):
 
 
 def test_the_dashboard_reads_while_a_flow_writes(server, real_run, browser):
-    """A writer holding the DuckDB file: the page still answers (the last data read, or the
-    updating notice), never a traceback; afterwards it reads again."""
+    """A writer holding the DuckDB file: the ticker page read before is drawn from what was
+    read, with the updating notice (the server's cache expires at once here, so every answer
+    is asked of the warehouse again); a page never read says it is updating. No traceback, no
+    wait for the lock; once the writer is gone the page reads again."""
     from helpers import duckdb_lock_held
 
     path = real_run["home"] / "warehouse" / "stockcast.duckdb"
     driver = browser
+
+    def body() -> str:
+        return driver.find_element("tag name", "body").text
+
     with duckdb_lock_held(path):
-        driver.get(server["url"] + "/ticker?ticker=AAPL")
-        _wait(
-            driver,
-            lambda d: (
-                _ticker_plot(d, "AAPL") or "updating" in d.find_element("tag name", "body").text
-            ),
-            "the AAPL chart or the updating notice",
-        )
+        driver.get(server["url"] + "/ticker?ticker=KO")
+        _wait(driver, lambda d: _ticker_plot(d, "KO") and BUSY in body(),
+              "KO's chart from the last read, with the updating notice")  # fmt: skip
         _wait(driver, _script_done, "the page to finish")
         assert not _errors(driver)
+        driver.get(server["url"] + "/ticker?ticker=AAPL")
+        _wait(driver, lambda d: "updating" in body() and _script_done(d), "the notice")
+        assert not _ticker_plot(driver, "AAPL") and not _errors(driver)
     driver.refresh()
     _wait(driver, lambda d: _ticker_plot(d, "AAPL"), "the AAPL chart once the writer is gone")
+    _wait(driver, _script_done, "the page to finish")
+    assert BUSY not in body()

@@ -77,7 +77,7 @@ def overview_page() -> None:
         event = st.dataframe(
             shown,
             hide_index=True,
-            use_container_width=True,
+            width="stretch",
             on_select="rerun",
             selection_mode="single-row",
             key="overview_table",
@@ -171,7 +171,7 @@ def ticker_page() -> None:
         figure = figures.ticker_figure(
             ticker, bars, shown_forecast, published, backtest, tuple(overlays), horizon
         )
-        st.plotly_chart(figure, use_container_width=True, key="ticker_chart")
+        st.plotly_chart(figure, width="stretch", key="ticker_chart")
         _forecast_table(forecast)
         if backtest_model:
             st.caption(
@@ -197,7 +197,7 @@ def _forecast_table(forecast: pd.DataFrame) -> None:
          "upper_95", "actual_close"]
     ].copy()  # fmt: skip
     table["target_date"] = pd.to_datetime(table["target_date"]).dt.date
-    st.dataframe(table.round(2), hide_index=True, use_container_width=True)
+    st.dataframe(table.round(2), hide_index=True, width="stretch")
 
 
 # -- model ----------------------------------------------------------------------------------
@@ -236,14 +236,14 @@ def model_page() -> None:
                 f"{pd.Timestamp(first['last_as_of']).date()}, all tickers pooled. Below 1 "
                 "beats naive; filled markers: Diebold-Mariano p < 0.05 with smaller errors."
             )
-            st.plotly_chart(figures.skill_figure(metrics), use_container_width=True)
+            st.plotly_chart(figures.skill_figure(metrics), width="stretch")
             pvalues = metrics[metrics["model"] != "naive"].pivot(
                 index="model", columns="horizon", values="dm_pvalue"
             )
             st.markdown("Diebold-Mariano p-values against naive, by horizon")
-            st.dataframe(pvalues.round(3), use_container_width=True)
+            st.dataframe(pvalues.round(3), width="stretch")
             st.subheader("Interval coverage against nominal")
-            st.plotly_chart(figures.coverage_figure(metrics), use_container_width=True)
+            st.plotly_chart(figures.coverage_figure(metrics), width="stretch")
     st.header("Realized accuracy")
     with explained("Realized accuracy"):
         versions = data.champion_accuracy(reader())
@@ -254,9 +254,9 @@ def model_page() -> None:
                 "bars of the forecast dates are loaded."
             )
         else:
-            st.plotly_chart(figures.realized_accuracy_figure(rolling), use_container_width=True)
+            st.plotly_chart(figures.realized_accuracy_figure(rolling), width="stretch")
         if not versions.empty:
-            st.dataframe(versions, hide_index=True, use_container_width=True)
+            st.dataframe(versions, hide_index=True, width="stretch")
     busy_notice()
 
 
@@ -266,7 +266,7 @@ PAGES: dict[str, st.Page] = {}
 def main() -> None:
     st.set_page_config(page_title="Stockcast", layout="wide", page_icon="📈")
     PAGES.update(
-        overview=st.Page(overview_page, title="Overview", url_path="overview", default=True),
+        overview=st.Page(overview_page, title="Overview", default=True),
         ticker=st.Page(ticker_page, title="Ticker", url_path="ticker"),
         model=st.Page(model_page, title="Model", url_path="model"),
     )
