@@ -875,8 +875,13 @@ def dashboard(port: int, demo: bool) -> None:
     click.echo(f"dashboard: http://127.0.0.1:{port} (reading the marts of {where}; Ctrl-C stops)")
     if ctx.settings.engine == "duckdb" and not Path(where).exists():
         click.echo(
-            f"no warehouse at {where} yet: the pages stay empty until `stockcast run PATH...`"
-            + ("" if demo else " (after `make demo`: `stockcast dashboard --demo`)")
+            f"no warehouse at {where} yet: the pages stay empty until "
+            + (
+                "`stockcast demo` (`make demo`) has run"
+                if demo
+                else "`stockcast run PATH...` has run (after `make demo`: `stockcast dashboard "
+                "--demo`)"
+            )
         )
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),

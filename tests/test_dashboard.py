@@ -315,3 +315,51 @@ def test_pages_on_a_fresh_warehouse_say_what_to_run(ctx, page):
         assert "No champion yet" in shown
         assert "stockcast backtest" in shown
     assert not app.error
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def test_dashboard_help_is_instant_and_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from click.testing import CliRunner; from ml.cli import main; "
+        "r = CliRunner().invoke(main, ['dashboard', '--help']); assert r.exit_code == 0; "
+        "assert '--port' in r.output; print(sorted(m for m in ('tensorflow', 'mlflow', "
+        "'streamlit', 'plotly', 'duckdb') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("port", ["80", "65536", "x"])
+def test_dashboard_refuses_a_bad_port_before_any_work(port, stockcast_home):
+    from click.testing import CliRunner
+
+    from ml.cli import main
+
+    result = CliRunner().invoke(main, ["dashboard", "--port", port])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: Invalid value for '--port'")
+    assert not (stockcast_home / "warehouse").exists()
+
+
+def test_dashboard_refuses_a_port_in_use(stockcast_home):
+    import socket
+
+    from click.testing import CliRunner
+
+    from ml.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["dashboard", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        f"error: port {port} on 127.0.0.1 is not free (Address already in use): pick another "
+        "with --port"
+    )
