@@ -66,10 +66,16 @@ def build(path: Path, data: Path, copies: int) -> dict:
                 symbol = ticker if copy == 1 else f"{ticker}.{copy}"
                 con.register("part", frame.assign(ticker=symbol))
                 if first:
-                    con.execute("create table marts.fct_daily_indicators as select * from part")
+                    con.execute(
+                        "create table marts.fct_daily_indicators as "
+                        "select * replace (cast(trade_date as date) as trade_date) from part"
+                    )
                     first = False
                 else:
-                    con.execute("insert into marts.fct_daily_indicators by name select * from part")
+                    con.execute(
+                        "insert into marts.fct_daily_indicators by name "
+                        "select * replace (cast(trade_date as date) as trade_date) from part"
+                    )
         con.execute(
             """
             create table marts.fct_forecasts_vs_actuals as
@@ -80,7 +86,7 @@ def build(path: Path, data: Path, copies: int) -> dict:
             )
             select
                 a.ticker, a.trade_date as as_of_date, h.horizon,
-                coalesce(t.trade_date, a.trade_date + h.horizon) as target_date,
+                coalesce(t.trade_date, a.trade_date + cast(h.horizon as integer)) as target_date,
                 'stockcast-lstm' as model_name, '1' as model_version, 'bench' as mlflow_run_id,
                 now() as scored_at, a.close as as_of_close,
                 a.close * (1 + 0.001 * h.horizon) as predicted_close,
@@ -157,9 +163,7 @@ def measure() -> dict:
     out["ticker_page_all_bars"] = len(bars)
     out["ticker_figure_all_json_kb"] = round(len(figure.to_json()) / 1e3)
     other = names[len(names) // 3]
-    out["another_ticker_1y_cold_ms"], _ = timed(
-        lambda: data.bars(reader, other, year, span.last)
-    )
+    out["another_ticker_1y_cold_ms"], _ = timed(lambda: data.bars(reader, other, year, span.last))
     # What the filters avoid: the whole indicator mart in one answer.
     out["full_indicator_table_ms"], whole = timed(
         lambda: warehouse.read_query("select * from marts.fct_daily_indicators")

@@ -407,14 +407,29 @@ def train(force, **options) -> None:
     "intervals)."
 )
 @click.option("--ticker", "tickers", multiple=True, help="Only these tickers.")
-def score(tickers: tuple[str, ...]) -> None:
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Backfill: forecast as of every trading day from this date (YYYY-MM-DD) with the "
+    "champion, keeping forecasts already published; those whose target date the champion was "
+    "fitted on are flagged in-sample and kept out of the accuracy marts. Publish them with "
+    "`stockcast transform --select source:ml.predicted_prices+`.",
+)
+def score(tickers: tuple[str, ...], since) -> None:
+    if since is not None and since.date() > date.today():
+        raise click.BadParameter(f"{since.date()} is in the future.", param_hint="'--since'")
     from ml.score import score as run_score
     from ml.warehouse.preflight import check_warehouse
 
     ctx = _context()
     check_warehouse(ctx.warehouse, write=True)  # a read-only, full or damaged disk first
     _require_prices(ctx)  # a fresh home: say what to run first, before MLflow loads
-    result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
+    result = run_score(
+        ctx,
+        tickers=list(tickers) or None,
+        progress=_echo,
+        since=since.date() if since else None,
+    )
     if result.baseline:
         click.echo(
             f"no model has passed the promotion gate: published the {result.model_name} "

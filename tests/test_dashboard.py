@@ -240,6 +240,24 @@ def test_ticker_figure_has_candles_bands_and_indicator_panels_on_one_axis(marts)
     assert [figure.layout[axis].matches for axis in ("xaxis", "xaxis2", "xaxis3")] == ["x4"] * 3
 
 
+def test_published_forecasts_draw_in_sample_ones_apart():
+    from helpers import random_walk_prices
+
+    bars = indicator_frame(random_walk_prices(60, seed=4), "ZZZ")
+    published = pd.DataFrame(
+        {
+            "target_date": bars["trade_date"].iloc[-4:].to_numpy(),
+            "predicted_close": [1.0, 2.0, 3.0, 4.0],
+            "is_in_sample": [True, True, False, False],
+        }
+    )
+    figure = figures.ticker_figure("ZZZ", bars, None, published, None, (), horizon=2)
+    traces = {t.name: t for t in figure.data}
+    assert list(traces["backfilled in-sample, 2 d ahead"].y) == [1.0, 2.0]
+    assert list(traces["published forecasts, 2 d ahead"].y) == [3.0, 4.0]
+    assert traces["backfilled in-sample, 2 d ahead"].marker.symbol == "diamond-open"
+
+
 def test_closed_days_hide_holidays_not_trading_days():
     shown = pd.Series(pd.to_datetime(["2019-07-02", "2019-07-03", "2019-07-05", "2019-07-08"]))
     assert figures.closed_days(shown) == ["2019-07-04"]

@@ -30,6 +30,7 @@ pytestmark = [
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 TICKERS = ["AAPL", "KO", "MSFT"]
 BARS_PER_TICKER = 900  # the last ~3.5 years: enough for the tiny model, the gate and a backtest
+LATER_BARS = 25  # loaded after the champion was fitted: its forecasts on them are out-of-sample
 TINY = ["--epochs", "1", "--units", "4", "--window", "10", "--max-train-samples", "2000"]
 PAGE_WAIT_SECONDS = 90
 BUSY = "The warehouse is being updated by a flow"
@@ -80,29 +81,44 @@ def _stockcast_ok(args: list[str], env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory, browser_ready):
+    """A champion fitted on all but the last LATER_BARS bars, those bars loaded after it, a
+    baseline backtest, and a backfill (`score --since`) across the champion's last data day:
+    in-sample forecasts before it, out-of-sample realized ones after it."""
     home = tmp_path_factory.mktemp("home")
-    inputs = tmp_path_factory.mktemp("inputs")
+    early = tmp_path_factory.mktemp("early")
+    full = tmp_path_factory.mktemp("full")
     for ticker in TICKERS:
         # The file's last bars, as the vendor wrote them (Yahoo's null bar included).
         frame = pd.read_csv(YAHOO / f"{ticker}.csv.gz", dtype=str, keep_default_na=False)
-        frame.tail(BARS_PER_TICKER).to_csv(inputs / f"{ticker}.csv", index=False)
+        frame = frame.tail(BARS_PER_TICKER)
+        frame.head(BARS_PER_TICKER - LATER_BARS).to_csv(early / f"{ticker}.csv", index=False)
+        frame.to_csv(full / f"{ticker}.csv", index=False)
     env = _env(home)
     timings = {}
     started = time.perf_counter()
-    _stockcast_ok(["run", str(inputs), *TINY, "--force"], env)
+    _stockcast_ok(["run", str(early), *TINY, "--force"], env)
     timings["run"] = time.perf_counter() - started
     started = time.perf_counter()
+    _stockcast_ok(["ingest", str(full)], env)
     _stockcast_ok(
         ["backtest", "--model", "naive", "--model", "ewma", "--folds", "2", "--test-days", "10"],
         env,
     )
-    _stockcast_ok(
-        ["transform", "--select", "source:ml.backtest_metrics+ source:ml.backtest_forecasts+"],
-        env,
-    )
-    timings["backtest"] = time.perf_counter() - started
+    _stockcast_ok(["transform"], env)
+    timings["later bars and backtest"] = time.perf_counter() - started
+    started = time.perf_counter()
+    since = _bar_date(full, BARS_PER_TICKER - 2 * LATER_BARS)
+    backfill = _stockcast_ok(["score", "--since", since], env)
+    _stockcast_ok(["transform", "--select", "source:ml.predicted_prices+"], env)
+    timings["backfill"] = time.perf_counter() - started
     print(f"\nreal run for the dashboard: {timings}")
-    return {"home": home, "env": env}
+    return {"home": home, "env": env, "since": since, "backfill": backfill}
+
+
+def _bar_date(folder: Path, position: int) -> str:
+    """The date of the bar at ``position`` (0-based) in the first price file of ``folder``."""
+    frame = pd.read_csv(folder / f"{TICKERS[0]}.csv", na_values="null").dropna()
+    return str(frame["Date"].iloc[position])
 
 
 def _free_port() -> int:
@@ -258,6 +274,8 @@ def test_ticker_page_draws_candles_forecast_band_and_indicators(browser, server,
     assert {"95% interval", "RSI 14", "MACD", "signal", "MACD histogram"} <= set(names)
     assert any(name.startswith("forecast (v") for name in names), names
     assert any(name.startswith("backtest ") for name in names), names
+    # The backfill: forecasts for past dates, in-sample ones apart.
+    assert {"published forecasts, 1 d ahead", "backfilled in-sample, 1 d ahead"} <= set(names)
     # Drawn, not only sent: candles, the two bands' fills, lines and the volume/MACD bars.
     assert plot["candles"] >= 1 and plot["fills"] >= 2 and plot["lines"] >= 5, plot
     assert plot["bars"] > 100 and plot["svg"] >= 1, plot
@@ -291,7 +309,7 @@ def test_model_page_shows_champion_skill_and_coverage(browser, server, screensho
     _wait(driver, lambda d: d.find_elements("css selector", '[data-testid="stSidebarNavLink"]'),
           "the page links")  # fmt: skip
     _nav(driver, "Model")
-    _wait(driver, lambda d: len(_plots(d)) >= 2, "the skill and coverage charts")
+    _wait(driver, lambda d: len(_plots(d)) >= 3, "the skill, coverage and accuracy charts")
     _wait(driver, _script_done, "the model page to finish")
     body = driver.find_element("tag name", "body").text
     assert "stockcast-lstm v1" in body and "bootstrap (forced past the gate)" in body
@@ -302,6 +320,8 @@ def test_model_page_shows_champion_skill_and_coverage(browser, server, screensho
     coverage = [p for p in plots if ["scatter", "ewma 80%"] in p["traces"]]
     assert skill and coverage, plots
     assert skill[0]["lines"] >= 1 and coverage[0]["lines"] >= 2
+    # Realized accuracy of the out-of-sample forecasts that came due.
+    assert [p for p in plots if ["scatter", "stockcast-lstm v1"] in p["traces"]], plots
     assert not _errors(driver)
     driver.save_screenshot(str(screenshots / "dashboard-model.png"))
 
@@ -345,3 +365,40 @@ def test_the_dashboard_reads_while_a_flow_writes(server, real_run, browser):
     _wait(driver, lambda d: _ticker_plot(d, "AAPL"), "the AAPL chart once the writer is gone")
     _wait(driver, _script_done, "the page to finish")
     assert BUSY not in body()
+
+
+def test_backfill_flags_in_sample_forecasts_and_keeps_them_out_of_accuracy(real_run):
+    """`score --since` forecasts as of every bar from that date; those whose target date the
+    champion was fitted on are in-sample, and the accuracy marts count only the others."""
+    import duckdb
+
+    assert "backfilling" in real_run["backfill"]
+    path = real_run["home"] / "warehouse" / "stockcast.duckdb"
+    with duckdb.connect(str(path), read_only=True) as con:
+        forecasts = con.execute(
+            "select ticker, as_of_date, horizon, target_date, model_data_end, is_in_sample, "
+            "is_actual_known from marts.fct_forecasts_vs_actuals"
+        ).df()
+        bars = con.execute(
+            "select ticker, trade_date from marts.fct_daily_indicators where trade_date >= ?",
+            [real_run["since"]],
+        ).df()
+        by_horizon = con.execute(
+            "select horizon, n_forecasts from marts.fct_forecast_accuracy_by_horizon "
+            "where ticker = '__all__' order by horizon"
+        ).df()
+    data_end = forecasts["model_data_end"].dropna().unique()
+    assert len(data_end) == 1  # one champion
+    # Every bar since --since has its ten forecasts (the run's own as-of date included).
+    as_of = forecasts[forecasts["as_of_date"] >= pd.Timestamp(real_run["since"])]
+    assert set(zip(as_of["ticker"], as_of["as_of_date"], strict=True)) == set(
+        zip(bars["ticker"], bars["trade_date"], strict=True)
+    )
+    assert (as_of.groupby(["ticker", "as_of_date"]).size() == 10).all()
+    expected = forecasts["target_date"] <= pd.Timestamp(data_end[0])
+    assert (forecasts["is_in_sample"] == expected).all()
+    assert forecasts["is_in_sample"].any() and (~forecasts["is_in_sample"]).any()
+    realized = forecasts[forecasts["is_actual_known"] & ~forecasts["is_in_sample"]]
+    assert len(realized) > 0
+    counted = realized.groupby("horizon").size()
+    assert by_horizon.set_index("horizon")["n_forecasts"].to_dict() == counted.to_dict()

@@ -194,12 +194,14 @@ def latest_forecast(reader: MartReader, ticker: str) -> pd.DataFrame:
 def past_forecasts(
     reader: MartReader, ticker: str, start: date, end: date, horizon: int
 ) -> pd.DataFrame:
-    """Published forecasts ``horizon`` days ahead whose target date is in the range."""
+    """Published forecasts ``horizon`` days ahead whose target date is in the range, with
+    ``is_in_sample`` (backfilled inside the model's training data)."""
     if FORECASTS not in reader.marts():
-        return pd.DataFrame(columns=[c.strip() for c in FORECAST_COLUMNS.split(",")])
+        columns = [c.strip() for c in FORECAST_COLUMNS.split(",")]
+        return pd.DataFrame(columns=[*columns, "is_in_sample"])
     return reader.frame(
-        f"select {FORECAST_COLUMNS} from {{fct_forecasts_vs_actuals}} where ticker = @ticker "
-        "and horizon = @horizon and target_date between cast(@start as date) "
+        f"select {FORECAST_COLUMNS}, is_in_sample from {{fct_forecasts_vs_actuals}} "
+        "where ticker = @ticker and horizon = @horizon and target_date between cast(@start as date) "
         "and cast(@end as date) order by target_date",
         {"ticker": ticker, "horizon": horizon, "start": start.isoformat(), "end": end.isoformat()},
     )

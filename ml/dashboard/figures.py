@@ -135,17 +135,25 @@ def ticker_figure(
     for trace in forecast_traces(forecast):
         figure.add_trace(trace, row=PRICE_ROW, col=1)
     if published is not None and not published.empty:
-        figure.add_trace(
-            go.Scatter(
-                x=_dates(published["target_date"]),
-                y=published["predicted_close"],
-                mode="markers",
-                marker={"color": PUBLISHED_COLOR, "size": 6, "symbol": "diamond"},
-                name=f"published forecasts, {horizon} d ahead",
-            ),
-            row=PRICE_ROW,
-            col=1,
-        )
+        in_sample = published.get("is_in_sample", pd.Series(False, index=published.index))
+        in_sample = in_sample.fillna(False).astype(bool)
+        for rows, symbol, label in (
+            (published[~in_sample], "diamond", "published forecasts"),
+            (published[in_sample], "diamond-open", "backfilled in-sample"),
+        ):
+            if rows.empty:
+                continue
+            figure.add_trace(
+                go.Scatter(
+                    x=_dates(rows["target_date"]),
+                    y=rows["predicted_close"],
+                    mode="markers",
+                    marker={"color": PUBLISHED_COLOR, "size": 6, "symbol": symbol},
+                    name=f"{label}, {horizon} d ahead",
+                ),
+                row=PRICE_ROW,
+                col=1,
+            )
     if backtest is not None and not backtest.empty:
         # Plotted at the as-of date plus the horizon in bars: the walk-forward target.
         figure.add_trace(

@@ -176,7 +176,8 @@ def ticker_page() -> None:
         if backtest_model:
             st.caption(
                 f"Dotted: the latest walk-forward backtest's {backtest_model} forecasts "
-                f"{horizon} trading days ahead; diamonds: published forecasts for those dates."
+                f"{horizon} trading days ahead; diamonds: published forecasts for those dates "
+                "(open: backfilled inside the champion's training data, in-sample)."
             )
     busy_notice()
 
@@ -250,8 +251,10 @@ def model_page() -> None:
         rolling = data.realized_accuracy(reader())
         if versions.empty or rolling.empty:
             st.info(
-                "No published forecast has come due yet: realized accuracy appears once the "
-                "bars of the forecast dates are loaded."
+                "No out-of-sample forecast has come due yet: realized accuracy appears once the "
+                "bars of the forecast dates are loaded (forecasts backfilled with `stockcast "
+                "score --since` whose target dates the champion was fitted on are in-sample "
+                "and not counted)."
             )
         else:
             st.plotly_chart(figures.realized_accuracy_figure(rolling), width="stretch")
