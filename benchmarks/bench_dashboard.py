@@ -94,7 +94,7 @@ def build(path: Path, data: Path, copies: int) -> dict:
                 a.close * (1 + 0.012 * sqrt(h.horizon)) as upper_80,
                 a.close * (1 - 0.02 * sqrt(h.horizon)) as lower_95,
                 a.close * (1 + 0.022 * sqrt(h.horizon)) as upper_95,
-                t.close as actual_close
+                t.close as actual_close, false as is_in_sample
             from numbered a
             cross join range(1, 11) h(horizon)
             left join numbered t on t.ticker = a.ticker and t.back = a.back - h.horizon
