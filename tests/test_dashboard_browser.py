@@ -323,7 +323,12 @@ def test_model_page_shows_champion_skill_and_coverage(browser, server, screensho
     # Realized accuracy of the out-of-sample forecasts that came due.
     assert [p for p in plots if ["scatter", "stockcast-lstm v1"] in p["traces"]], plots
     assert not _errors(driver)
+    # Tall enough for every section in one picture.
+    driver.set_window_size(1400, 2700)
+    _wait(driver, _script_done, "the model page after the resize")
+    time.sleep(1)  # Plotly redraws on resize
     driver.save_screenshot(str(screenshots / "dashboard-model.png"))
+    driver.set_window_size(1400, 1700)
 
 
 def test_dashboard_refuses_a_port_in_use(server, real_run):
