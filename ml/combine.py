@@ -13,6 +13,15 @@ plain 5% level published forecasts 0.1-0.4% worse than naive at three horizons, 
 publishes the random walk instead of noise: the combination is not worse than naive by
 construction, and the walk-forward backtest checks that on blocks the weights never saw.
 
+The gain must also hold net of each date's cross-sectional mean (the same test on returns and
+forecasts minus the mean over the date's tickers), i.e. the network must tell the tickers
+apart, not only time the market. A block of a few months holds a handful of independent
+market moves, so a gain from the market's direction is one persistent trend counted many
+times: in the 2019 Q2 walk-forward (150 tickers) the 10-day weight was kept, significant in
+both halves of a rising Feb-Apr block, and the May fold's forecast went up while the market
+fell (relative MAE 1.024 in that fold, 1.005 over the three). One ticker alone has no
+cross-section, so its weights are 0.
+
 Pure numpy: no I/O.
 """
 
@@ -35,6 +44,11 @@ def _per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
     return pd.Series(values).groupby(pd.Index(dates)).mean().to_numpy()
 
 
+def _net_of_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    frame = pd.DataFrame(values)
+    return (frame - frame.groupby(pd.Index(dates)).transform("mean")).to_numpy()
+
+
 def fit_weights(
     actual: np.ndarray,
     predicted: np.ndarray,
@@ -45,9 +59,23 @@ def fit_weights(
 
     ``actual`` and ``predicted`` are (samples, horizons) log returns on a block the model was
     not fit on; ``as_of_dates`` the samples' as-of dates (errors are averaged per date before
-    the significance test, as the tickers of one date share their market's move)."""
+    the significance test, as the tickers of one date share their market's move). A weight is
+    kept only if the gain is significant both on the returns and net of each date's mean."""
     actual = np.asarray(actual, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
+    dates = np.asarray(as_of_dates)
+    weights = _significant_weights(actual, predicted, dates, significance)
+    if not weights.any():
+        return weights
+    across = _significant_weights(
+        _net_of_date_mean(actual, dates), _net_of_date_mean(predicted, dates), dates, significance
+    )
+    return np.where(across > 0, weights, 0.0)
+
+
+def _significant_weights(
+    actual: np.ndarray, predicted: np.ndarray, as_of_dates: np.ndarray, significance: float
+) -> np.ndarray:
     weights = np.zeros(actual.shape[1])
     for h in range(actual.shape[1]):
         y, p = actual[:, h], predicted[:, h]
@@ -160,12 +188,17 @@ def calibrate(
         scores = []
         for a in SCALE_EXPONENTS:
             blended = blend(scale, fast, [a] * actual.shape[1])
-            quantiles = intervals.calibrate(actual - point, blended, as_of_dates=as_of_dates)
+            quantiles = intervals.calibrate(
+                actual - point, blended, as_of_dates=as_of_dates, pooled_tails=True
+            )
             scores.append(_interval_score(actual, point, blended, quantiles))
         best = np.nanargmin(np.vstack(scores), axis=0)
         exponents = tuple(float(SCALE_EXPONENTS[i]) for i in best)
     quantiles = intervals.calibrate(
-        actual - point, blend(scale, fast, exponents or ()), as_of_dates=as_of_dates
+        actual - point,
+        blend(scale, fast, exponents or ()),
+        as_of_dates=as_of_dates,
+        pooled_tails=True,
     )
     return Calibration(
         tuple(float(w) for w in weights),

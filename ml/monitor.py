@@ -646,6 +646,17 @@ def _log_run(report: MonitorReport, experiment_id: str) -> str:
         max_results=1,
     )
     run_id = found[0].info.run_id if found else None
+    scoring = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(
+            "tags.stage = 'score' "
+            f"and tags.as_of_date = '{report.as_of_date}' "
+            f"and tags.model_name = '{report.model_name}' "
+            f"and tags.model_version = '{report.model_version}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     metrics: dict[str, float] = {}
     if report.drift:
         metrics["drift_share"] = report.drift.share
@@ -677,6 +688,9 @@ def _log_run(report: MonitorReport, experiment_id: str) -> str:
                 **{f"threshold_{k}": str(v) for k, v in vars(report.thresholds).items()},
             }
         )
+        if scoring:  # shown under the scoring's run in the MLflow UI
+            mlflow.set_tag("mlflow.parentRunId", scoring[0].info.run_id)
+            mlflow.set_tag("scoring_run_id", scoring[0].info.run_id)
         if metrics:
             mlflow.log_metrics(metrics)
         if report.drift is not None:

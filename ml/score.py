@@ -8,11 +8,14 @@ With no champion (no model has passed the promotion gate, :mod:`ml.gate`), the b
 published instead: the naive point forecast (the as-of close) with RiskMetrics EWMA
 intervals (:func:`ml.baselines.ewma_forecasts`), rows marked ``model_name = 'naive_ewma'``,
 ``model_version = 'baseline'`` and an empty ``mlflow_run_id`` (no run produced it).
+
+Every scoring is an MLflow run of its own (tag ``stage = score``: the model and version, the
+as-of date, the counts); the monitor logs its drift report in a run nested under it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -63,6 +66,7 @@ class ScoreResult:
     tickers_scored: int
     tickers_skipped: list[str]
     model_name: str = MODEL_NAME  # BASELINE_MODEL_NAME when the baseline was published
+    scoring_run_id: str = ""  # the MLflow run of this scoring
 
     @property
     def baseline(self) -> bool:
@@ -168,9 +172,10 @@ def score(
     if not np.isfinite(predictions["predicted_close"]).all():
         raise ValueError("the model produced non-finite forecasts; nothing was written")
     written = warehouse.replace_predictions(predictions)
-    return ScoreResult(
+    result = ScoreResult(
         champion.version, champion.run_id, written, len(set(latest.tickers)), skipped
     )
+    return _logged(result, predictions)
 
 
 def _without_published(warehouse, windows, since: date, say):
@@ -243,6 +248,34 @@ def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) 
     if not np.isfinite(predictions["predicted_close"]).all():
         raise ValueError("the baseline produced non-finite forecasts; nothing was written")
     written = ctx.warehouse.replace_predictions(predictions)
-    return ScoreResult(
+    result = ScoreResult(
         BASELINE_VERSION, BASELINE_RUN_ID, written, n, skipped, model_name=BASELINE_MODEL_NAME
     )
+    return _logged(result, predictions)
+
+
+def _logged(result: ScoreResult, predictions: pd.DataFrame) -> ScoreResult:
+    """``result`` with the id of the MLflow run recording this scoring (in the experiment the
+    context's tracking points at)."""
+    import mlflow
+
+    as_of = max(predictions["as_of_date"])
+    with mlflow.start_run(run_name=f"score {as_of}") as run:
+        mlflow.set_tags(
+            {
+                "stage": "score",
+                "model_name": result.model_name,
+                "model_version": result.model_version,
+                "model_run_id": result.run_id,
+                "as_of_date": str(as_of),
+                "scored_at": str(predictions["scored_at"].iloc[0]),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "tickers_scored": result.tickers_scored,
+                "tickers_skipped": len(result.tickers_skipped),
+                "rows_written": result.rows_written,
+            }
+        )
+    return replace(result, scoring_run_id=run.info.run_id)

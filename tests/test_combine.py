@@ -36,6 +36,23 @@ def test_a_forecast_with_skill_keeps_a_weight_and_beats_naive_on_new_data():
     assert (np.abs(fresh_actual - combined).mean(0) < np.abs(fresh_actual).mean(0)).all()
 
 
+def test_market_timing_alone_keeps_no_weight():
+    """A forecast that knows each date's market move (the same for every ticker, in a block
+    trending up) beats naive on the block, but tells the tickers nothing apart: its weight is
+    0, as it is for a single ticker however good its forecast."""
+    rng = np.random.default_rng(6)
+    dates = np.repeat(np.arange(N_DATES), N_TICKERS)
+    market = np.repeat(0.004 + rng.normal(0, 0.002, N_DATES), N_TICKERS)[:, None]
+    actual = market + rng.standard_t(5, (len(dates), 2)) * 0.01
+    predicted = market + rng.normal(0, 0.0005, (len(dates), 2))
+    assert (np.abs(actual - predicted).mean(0) < np.abs(actual).mean(0)).all()
+    assert (fit_weights(actual, predicted, dates, significance=1.0) == 0).all()
+
+    skilled_actual, skilled_predicted, _ = _block(signal_strength=1.0, seed=7)
+    one_ticker = np.arange(len(skilled_actual))  # every sample a date of its own
+    np.testing.assert_array_equal(fit_weights(skilled_actual, skilled_predicted, one_ticker), 0.0)
+
+
 def test_weights_shrink_a_forecast_that_overshoots():
     # The forecast is twice as large as the part of the move it knows: the best weight is
     # well below 1, and the combination beats both the raw forecast and naive.

@@ -88,3 +88,18 @@ def test_pooled_scores_with_overlapping_targets_get_wider_intervals_further_out(
             assert allowed[level][h] == np.quantile(scores, expected, method="higher")
         assert allowed[level][9] > plain[level][9]
         assert allowed[level][0] == pytest.approx(plain[level][0], rel=0.01)
+
+
+def test_pooled_tails_keep_the_narrow_level_and_give_the_wide_one_the_median_tail_ratio():
+    # Scale-mixed scores: the 80% quantile differs by horizon; the sample 95/80 ratio is noisy
+    # per horizon on a short block, and pooled it is one shape for all.
+    rng = np.random.default_rng(8)
+    residuals = rng.standard_t(4, (63 * 20, 10)) * np.linspace(1, 3, 10)[None, :]
+    dates = np.repeat(np.arange(63), 20)
+    separate = calibrate(residuals, np.ones_like(residuals), as_of_dates=dates)
+    pooled = calibrate(residuals, np.ones_like(residuals), as_of_dates=dates, pooled_tails=True)
+    assert pooled[80] == separate[80]
+    ratios = np.asarray(separate[95]) / np.asarray(separate[80])
+    assert ratios.std() > 0
+    np.testing.assert_allclose(np.asarray(pooled[95]) / np.asarray(pooled[80]), np.median(ratios))
+    assert (np.asarray(pooled[95]) > np.asarray(pooled[80])).all()  # still nested

@@ -68,6 +68,12 @@ def test_score_with_no_champion_publishes_the_naive_ewma_baseline(home):
     assert result.rows_written == 20
     assert messages == ["forecasting 2 tickers with the naive_ewma baseline (no model has "
                         "passed the promotion gate)"]  # fmt: skip
+    # The scoring is an MLflow run of its own, saying what it published.
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient().get_run(result.scoring_run_id)
+    assert run.data.tags["stage"] == "score" and run.data.tags["model_name"] == "naive_ewma"
+    assert run.data.metrics == {"tickers_scored": 2, "tickers_skipped": 1, "rows_written": 20}
 
     p = ctx.warehouse.query_df("select * from ml.predicted_prices order by ticker, horizon")
     assert len(p) == 20 and sorted(p["ticker"].unique()) == sorted(TICKERS)

@@ -1,10 +1,9 @@
-"""The stages against real servers: PostgreSQL and an MLflow tracking server serving its
-artifacts, started by `scripts/servers.sh` on ports of their own (not the defaults) into a
-temporary folder, stopped and deleted afterwards. The main job (tiny model, forced
-promotion), `stockcast monitor` and `stockcast champion --set` run against the server; the
-run, the registered version, its alias and its artifacts must be in the server's stores.
-The Prefect server of the script is not started here (40-60 s on a busy two-core machine):
-the flows tests run flows against a Prefect server through PREFECT_API_URL already."""
+"""The stages against real servers: PostgreSQL, an MLflow tracking server serving its
+artifacts and a Prefect server, started by `scripts/servers.sh up` on ports of their own (not
+the defaults) into a temporary folder, stopped and deleted afterwards. The main job (tiny
+model, forced promotion), `stockcast watch --once` (the daily flow), `stockcast monitor` and
+`stockcast champion --set` run against them; the runs, the registered version, its alias, its
+artifacts and the flow run must be in the servers' stores."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not YAHOO.is_dir(), reason="../shared/data is not beside the repo"),
     pytest.mark.skipif(
-        PG_BIN is None,
+        PG_BIN is None and not os.environ.get("STOCKCAST_REQUIRE_SERVERS"),
         reason="PostgreSQL binaries (initdb, postgres) not found: apt-get install postgresql",
     ),
 ]
@@ -49,7 +48,8 @@ from ml.config import CHAMPION_ALIAS, MODEL_NAME  # noqa: E402
 
 SCRIPT = REPO / "scripts" / "servers.sh"
 TICKERS = ["AAPL", "KO", "MSFT"]
-PG_PORT, MLFLOW_PORT = 5491, 5091
+LATER = "AMZN"  # dropped into the landing folder
+PG_PORT, MLFLOW_PORT, PREFECT_PORT = 5491, 5091, 5092
 
 
 def _script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -60,19 +60,21 @@ def _script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def starting(tmp_path_factory):
-    """`scripts/servers.sh up mlflow` under way (40-60 s on a busy machine): the job loads and
-    transforms meanwhile, which needs no MLflow. Stopped and deleted (`purge`) at the end."""
+    """`scripts/servers.sh up` under way (40-90 s on a busy machine): the job loads and
+    transforms meanwhile, which needs no server. Stopped and deleted (`purge`) at the end."""
+    assert PG_BIN, "STOCKCAST_REQUIRE_SERVERS is set (CI) but PostgreSQL is not installed"
     folder = tmp_path_factory.mktemp("servers")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("STOCKCAST_", "MLFLOW_"))},
         "STOCKCAST_SERVERS_DIR": str(folder),
         "STOCKCAST_PG_PORT": str(PG_PORT),
         "STOCKCAST_MLFLOW_PORT": str(MLFLOW_PORT),
+        "STOCKCAST_PREFECT_PORT": str(PREFECT_PORT),
         "STOCKCAST_PG_BIN": PG_BIN,
         "STOCKCAST_SERVERS_PYTHON": sys.executable,
     }
     process = subprocess.Popen(
-        ["bash", str(SCRIPT), "up", "mlflow"], env=env, text=True,
+        ["bash", str(SCRIPT), "up"], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -96,6 +98,7 @@ def servers(starting):
         "env": starting["env"],
         "dir": folder,
         "url": exports["MLFLOW_TRACKING_URI"],
+        "prefect": exports["PREFECT_API_URL"],
         "stdout": stdout,
         "run": folder / "run",
     }
@@ -157,18 +160,20 @@ def _psql(servers, sql: str) -> list[list[str]]:
     return [line.split("|") for line in out.stdout.splitlines() if line]
 
 
-def test_the_script_starts_postgres_and_mlflow_on_loopback_and_up_is_idempotent(servers, job):
+def test_the_script_starts_the_servers_on_loopback_and_up_is_idempotent(servers, job):
     # (`job` first: it loads and transforms while the servers start)
     assert servers["url"] == f"http://127.0.0.1:{MLFLOW_PORT}"
+    assert servers["prefect"] == f"http://127.0.0.1:{PREFECT_PORT}/api"
     assert (servers["run"] / "postgres.port").read_text().strip() == str(PG_PORT)
-    again = _script(servers["env"], "up", "mlflow")
+    again = _script(servers["env"], "up")
     assert again.returncode == 0, again.stderr
     assert again.stdout == servers["stdout"]
-    assert "PostgreSQL already running" in again.stderr and "MLflow already running" in again.stderr
+    for name in ("PostgreSQL", "MLflow", "Prefect"):
+        assert f"{name} already running" in again.stderr, again.stderr
     status = _script(servers["env"], "status")
-    assert status.returncode == 1  # Prefect was not started
-    assert "postgres: running" in status.stderr and "mlflow: running" in status.stderr
-    assert "prefect: not running" in status.stderr
+    assert status.returncode == 0, status.stderr
+    for name in ("postgres", "mlflow", "prefect"):
+        assert f"{name}: running" in status.stderr, status.stderr
 
 
 def test_the_run_the_version_its_alias_and_its_artifacts_are_in_the_servers_stores(servers, job):
@@ -204,6 +209,75 @@ def test_the_run_the_version_its_alias_and_its_artifacts_are_in_the_servers_stor
         "select count(distinct ticker) as n, min(model_version) as v from ml.predicted_prices"
     )
     assert int(rows["n"].iloc[0]) == len(TICKERS) and rows["v"].iloc[0] == trained.model_version
+
+
+def test_watch_once_runs_the_daily_flow_against_the_prefect_and_mlflow_servers(
+    servers, job, tmp_path
+):
+    """The done-when of operations, on the servers: real files and a bad one dropped into a
+    landing folder; `stockcast watch --once` loads them through the daily flow, recorded by the
+    Prefect server, scoring with the champion from the MLflow server and logging its monitor
+    run there; forecasts, accuracy and drift marts appear; the bad file is quarantined."""
+    import httpx
+    from mlflow.tracking import MlflowClient
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    shutil.copy(YAHOO / f"{LATER}.csv.gz", landing / f"{LATER}.csv.gz")
+    (landing / "broken.csv").write_text("Symbol;Last;Change\nKO;61.2;+0.3\n")
+    env = {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("STOCKCAST_", "MLFLOW_", "PREFECT_"))},
+        "STOCKCAST_HOME": str(job["home"]),
+        "MLFLOW_TRACKING_URI": servers["url"],
+        "PREFECT_API_URL": servers["prefect"],
+    }  # fmt: skip
+    stockcast = str(Path(sys.executable).with_name("stockcast"))
+    done = subprocess.run(
+        [stockcast, "watch", "--once", "--settle", "0.2", str(landing)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1, (done.stdout, done.stderr)  # one file refused, as ingest says
+    assert done.stderr.startswith("error: 1 file was refused"), done.stderr
+    assert "== monitor" in done.stdout, done.stdout
+    assert sorted(p.name for p in (landing / "processed").iterdir()) == [f"{LATER}.csv.gz"]
+    assert sorted(p.name for p in (landing / "quarantine").iterdir()) == [
+        "broken.csv",
+        "broken.csv.reason.txt",
+    ]
+
+    warehouse = job["ctx"].warehouse
+    forecasts = warehouse.query_df(
+        "select ticker, count(*) as n, min(model_version) as v from ml.predicted_prices"
+        " where as_of_date = (select max(as_of_date) from ml.predicted_prices) group by 1"
+    )
+    assert sorted(forecasts["ticker"]) == sorted([*TICKERS, LATER])
+    assert set(forecasts["n"]) == {10}
+    assert set(forecasts["v"]) == {job["trained"].model_version}  # the server's champion
+    tables = set(
+        warehouse.query_df("select table_name from information_schema.tables")["table_name"]
+    )
+    assert {"fct_forecasts_vs_actuals", "fct_forecast_accuracy_by_horizon",
+            "fct_feature_drift"} <= tables  # fmt: skip
+    (drift,) = warehouse.query_df("select count(*) as n from marts.fct_feature_drift")["n"]
+    assert drift > 0
+
+    flow_runs = httpx.post(f"{servers['prefect']}/flow_runs/filter", json={}, timeout=30)
+    flow_runs.raise_for_status()
+    flow_names = httpx.post(f"{servers['prefect']}/flows/filter", json={}, timeout=30).json()
+    names = {flow["id"]: flow["name"] for flow in flow_names}
+    states = [(names[run["flow_id"]], run["state_type"]) for run in flow_runs.json()]
+    assert ("daily", "COMPLETED") in states, states
+
+    client = MlflowClient(servers["url"])
+    experiment = client.get_experiment_by_name("stockcast")
+    (monitored,) = client.search_runs([experiment.experiment_id], "tags.stage = 'monitor'")
+    scoring = client.get_run(monitored.data.tags["mlflow.parentRunId"])
+    assert scoring.data.tags["stage"] == "score"  # the report sits under the scoring's run
+    assert scoring.data.metrics["tickers_scored"] == len(TICKERS) + 1
+    logged = [a.path for a in client.list_artifacts(monitored.info.run_id, "monitoring")]
+    assert any(path.endswith(".html") for path in logged), logged
 
 
 def test_monitor_runs_against_the_server_and_logs_its_run_there(servers, job):
