@@ -92,6 +92,10 @@ serve: install ## Serve the daily and weekly retrain flows on their schedules (P
 	mkdir -p $(LANDING)
 	$(UV) run --frozen stockcast serve --landing $(LANDING)
 
+.PHONY: dashboard
+dashboard: install ## Serve the dashboard on http://127.0.0.1:8501 (PORT=N; DEMO=1 shows what `make demo` built)
+	$(UV) run --frozen stockcast dashboard --port $(or $(PORT),8501) $(if $(DEMO),--demo,)
+
 .PHONY: mlflow-ui
 mlflow-ui: install ## Open the MLflow UI on http://127.0.0.1:5000 over the local store
 	$(UV) run --frozen mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///data/mlflow/mlflow.db} --host 127.0.0.1 --port 5000

@@ -407,14 +407,29 @@ def train(force, **options) -> None:
     "intervals)."
 )
 @click.option("--ticker", "tickers", multiple=True, help="Only these tickers.")
-def score(tickers: tuple[str, ...]) -> None:
+@click.option(
+    "--since",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="Backfill: forecast as of every trading day from this date (YYYY-MM-DD) with the "
+    "champion, keeping forecasts already published; those whose target date the champion was "
+    "fitted on are flagged in-sample and kept out of the accuracy marts. Publish them with "
+    "`stockcast transform --select source:ml.predicted_prices+`.",
+)
+def score(tickers: tuple[str, ...], since) -> None:
+    if since is not None and since.date() > date.today():
+        raise click.BadParameter(f"{since.date()} is in the future.", param_hint="'--since'")
     from ml.score import score as run_score
     from ml.warehouse.preflight import check_warehouse
 
     ctx = _context()
     check_warehouse(ctx.warehouse, write=True)  # a read-only, full or damaged disk first
     _require_prices(ctx)  # a fresh home: say what to run first, before MLflow loads
-    result = run_score(ctx, tickers=list(tickers) or None, progress=_echo)
+    result = run_score(
+        ctx,
+        tickers=list(tickers) or None,
+        progress=_echo,
+        since=since.date() if since else None,
+    )
     if result.baseline:
         click.echo(
             f"no model has passed the promotion gate: published the {result.model_name} "
@@ -746,20 +761,29 @@ def refresh(retrain, force, **options) -> None:
     _run(None, None, retrain, _train_config(**options), force=force)
 
 
-@main.command(
-    help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
-)
-def demo() -> None:
-    from ml.config import data_dir
-    from ml.pipeline import write_demo_prices
+def _use_demo_home() -> Path:
+    """Point this process (and the ones it starts) at the demo's home.
 
-    # The demo keeps to a home of its own (DuckDB warehouse and MLflow store under
-    # <STOCKCAST_HOME>/demo), so its GOOG rows and GOOG-only model never mix with the user's.
+    The demo keeps to a home of its own (DuckDB warehouse and MLflow store under
+    <STOCKCAST_HOME>/demo), so its GOOG rows and GOOG-only model never mix with the user's.
+    """
+    from ml.config import data_dir
+
     home = data_dir() / "demo"
     os.environ["STOCKCAST_HOME"] = str(home)
     os.environ["STOCKCAST_TARGET"] = "dev"
     for name in ("STOCKCAST_DUCKDB_PATH", "MLFLOW_TRACKING_URI", "STOCKCAST_MLFLOW_ARTIFACTS"):
         os.environ.pop(name, None)
+    return home
+
+
+@main.command(
+    help="Run the main job offline on real GOOG bars (2004-2013) shipped by `backtesting`."
+)
+def demo() -> None:
+    from ml.pipeline import write_demo_prices
+
+    home = _use_demo_home()
     path = write_demo_prices(home / "input")
     click.echo(f"demo data: {path} (GOOG daily bars 2004-2013 from the backtesting package)")
     _run([path], None, retrain=False)
@@ -810,6 +834,81 @@ def serve(landing: Path | None) -> None:
     from ml.flows import serve_flows
 
     serve_flows(landing, say=_echo)
+
+
+def _port_problem(port: int) -> str | None:
+    """Why the dashboard cannot listen on ``port`` of the loopback interface, or None."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server binds: a port left in TIME_WAIT by a stopped server is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            return f"port {port} on 127.0.0.1 is not free ({exc.strerror})"
+    return None
+
+
+@main.command(
+    help="Serve the dashboard on http://127.0.0.1:PORT (Streamlit): an overview of every ticker, "
+    "a ticker page (candlesticks, indicators, the forecast with its 80%/95% bands, past "
+    "forecasts) and the model page (champion, backtest skill, coverage, realized accuracy). It "
+    "reads the published marts of the configured target read-only. Ctrl-C stops."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1024, 65535),
+    default=8501,
+    show_default=True,
+    help="Port on 127.0.0.1.",
+)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Show what `stockcast demo` (`make demo`) built, in its own home (<home>/demo).",
+)
+def dashboard(port: int, demo: bool) -> None:
+    import importlib.util
+
+    from ml.config import ConfigError
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise ConfigError(
+            "the dashboard needs Streamlit and Plotly: install the extra with "
+            "`uv sync --extra dashboard` (or `make install`)"
+        )
+    problem = _port_problem(port)
+    if problem:
+        _fail(f"{problem}: pick another with --port", EXIT_USAGE)
+    if demo:
+        _use_demo_home()
+    ctx = _context()  # a configuration error is one line here, not a page in the browser
+    from ml.dashboard import APP_SCRIPT
+
+    where = _where(ctx) if ctx.settings.engine == "duckdb" else f"BigQuery ({ctx.settings.target})"
+    click.echo(f"dashboard: http://127.0.0.1:{port} (reading the marts of {where}; Ctrl-C stops)")
+    if ctx.settings.engine == "duckdb" and not Path(where).exists():
+        click.echo(
+            f"no warehouse at {where} yet: the pages stay empty until "
+            + (
+                "`stockcast demo` (`make demo`) has run"
+                if demo
+                else "`stockcast run PATH...` has run (after `make demo`: `stockcast dashboard "
+                "--demo`)"
+            )
+        )
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--global.developmentMode", "false",
+        "--client.toolbarMode", "viewer",
+    ]  # fmt: skip
+    sys.stdout.flush()
+    # Streamlit takes this process over: a signal to it (Ctrl-C, a service manager's TERM)
+    # stops the server, and no child is left behind.
+    os.execv(sys.executable, command)
 
 
 @main.command(

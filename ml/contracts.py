@@ -139,6 +139,7 @@ PREDICTED_PRICES = Table(
         model_version string required
         mlflow_run_id string required
         scored_at timestamp required
+        model_data_end date
         """
     ),
     key=("ticker", "as_of_date", "horizon"),

@@ -16,6 +16,7 @@ as-of date, the counts); the monitor logs its drift report in a run nested under
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import date
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,7 +74,17 @@ class ScoreResult:
         return self.model_name == BASELINE_MODEL_NAME
 
 
-def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> ScoreResult:
+def score(
+    ctx: RunContext,
+    tickers: list[str] | None = None,
+    progress=None,
+    since: date | None = None,
+) -> ScoreResult:
+    """Forecast with the champion as of each ticker's last bar; with ``since``, as of every
+    trading day from ``since`` on (a backfill, so that history and realized accuracy can be
+    shown at once). A backfill keeps the forecasts already published for an as-of date (they
+    are the record of what was forecast then) and writes the model's ``data_end`` beside each
+    forecast: the marts flag those whose target date the model was fitted on as in-sample."""
     from ml.warehouse.preflight import check_warehouse
 
     warehouse = ctx.warehouse
@@ -85,6 +96,11 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
     say = progress or (lambda message: None)
     ctx.tracking()
     if registry.champion_version() is None:
+        if since is not None:
+            raise LookupError(
+                "no champion to backfill with (no model has passed the promotion gate): "
+                "`stockcast train` first, or score without --since"
+            )
         return score_baseline(ctx, tickers, say)
     champion = registry.load_champion()
     window = int(champion.meta["window"])
@@ -96,15 +112,36 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
     frame = build_feature_frame(load_indicators(warehouse, universe))
     if tickers and universe is None:
         frame = frame[frame["ticker"].isin(set(tickers))]
-    latest = make_windows(frame, window, features=features, require_targets=False, last_only=True)
+    if since is None:
+        latest = make_windows(
+            frame, window, features=features, require_targets=False, last_only=True
+        )
+    else:
+        latest = make_windows(
+            frame, window, features=features, require_targets=False, as_of_from=pd.Timestamp(since)
+        )
+        latest = _without_published(warehouse, latest, since, say)
     all_tickers = sorted(frame["ticker"].unique())
     skipped = sorted(set(all_tickers) - set(latest.tickers))
     if len(latest) == 0:
+        if since is not None:
+            raise ValueError(
+                f"nothing to backfill since {since}: every as-of date from then on is already "
+                "published, or no ticker has enough complete feature rows"
+            )
         raise ValueError(
             f"no ticker has the {window} complete feature rows (after indicator warm-up) "
             "needed to forecast"
         )
-    say(f"forecasting {len(latest)} tickers with {MODEL_NAME} v{champion.version}")
+    if since is None:
+        say(f"forecasting {len(latest)} tickers with {MODEL_NAME} v{champion.version}")
+    else:
+        say(
+            f"backfilling {len(latest)} forecasts ({len(set(latest.tickers))} tickers, as-of "
+            f"{pd.Timestamp(min(latest.as_of_dates)).date()}.."
+            f"{pd.Timestamp(max(latest.as_of_dates)).date()}) with {MODEL_NAME} "
+            f"v{champion.version}, fitted on data through {champion.meta.get('data_end')}"
+        )
     log_returns, bounds = champion.model.unwrap_python_model().forecast(latest.x)
     as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
     targets = next_trading_days(as_of, HORIZONS)
@@ -128,12 +165,41 @@ def score(ctx: RunContext, tickers: list[str] | None = None, progress=None) -> S
         model_version=champion.version,
         mlflow_run_id=champion.run_id,
         scored_at=scored_at,
+        model_data_end=pd.Timestamp(champion.meta["data_end"]).date()
+        if champion.meta.get("data_end")
+        else None,
     )
     if not np.isfinite(predictions["predicted_close"]).all():
         raise ValueError("the model produced non-finite forecasts; nothing was written")
     written = warehouse.replace_predictions(predictions)
-    result = ScoreResult(champion.version, champion.run_id, written, len(latest), skipped)
+    result = ScoreResult(
+        champion.version, champion.run_id, written, len(set(latest.tickers)), skipped
+    )
     return _logged(result, predictions)
+
+
+def _without_published(warehouse, windows, since: date, say):
+    """``windows`` less the (ticker, as-of date) pairs that already have forecasts."""
+    from ml.contracts import PREDICTED_PRICES
+
+    if not warehouse.table_exists(PREDICTED_PRICES.full_name):
+        return windows
+    published = warehouse.query_df(
+        f"select distinct ticker, as_of_date from {warehouse.table(PREDICTED_PRICES.full_name)} "
+        f"where as_of_date >= cast('{since.isoformat()}' as date)"
+    )
+    if published.empty:
+        return windows
+    known = set(zip(published["ticker"], pd.to_datetime(published["as_of_date"]), strict=True))
+    keep = np.array(
+        [
+            (ticker, pd.Timestamp(day)) not in known
+            for ticker, day in zip(windows.tickers, windows.as_of_dates, strict=True)
+        ],
+        dtype=bool,
+    )
+    say(f"keeping {int((~keep).sum())} forecasts already published since {since}")
+    return windows.take(keep)
 
 
 def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) -> ScoreResult:

@@ -26,7 +26,11 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    files = [*PACKAGE.glob("*.py"), *(PACKAGE / "warehouse").glob("*.py")]
+    files = [
+        *PACKAGE.glob("*.py"),
+        *(PACKAGE / "warehouse").glob("*.py"),
+        *(PACKAGE / "dashboard").glob("*.py"),
+    ]
     return {_module_name(path): path for path in sorted(files)}
 
 
@@ -145,6 +149,7 @@ def test_the_import_graph_is_read_from_every_ml_module():
     assert "ml.score" in graph["ml.pipeline"]  # function level
     assert {"ml.landing", "ml.ingest", "ml.transform"} <= graph["ml.flows"]
     assert "ml.warehouse" in graph["ml.warehouse.duckdb_engine"]  # the package's base classes
+    assert "ml.dashboard.data" in graph["ml.dashboard.pages"]
 
 
 def test_no_import_cycles_among_ml_modules():
@@ -173,13 +178,18 @@ def test_cycle_finder_reports_a_cycle():
         ("ml.landing", ("tensorflow", "keras", "prefect")),
         ("ml.flows", ("tensorflow", "keras")),
         ("ml.monitor", ("tensorflow", "keras", "prefect")),
+        (
+            "ml.dashboard.data, ml.dashboard.figures, ml.dashboard.pages",
+            ("tensorflow", "keras", "prefect"),
+        ),
     ],
 )
 def test_light_modules_do_not_import_tensorflow(modules, heavy):
-    """Loading files, the CLI itself, the landing folder, the flows' wiring, the pipeline's and
-    the monitor never load TensorFlow or Keras: only the commands that fit or load a network do,
-    inside their functions. The CLI and the landing folder do not load Prefect either
-    (`stockcast --help` and `watch --once` on an empty folder answer at once)."""
+    """Loading files, the CLI itself, the landing folder, the flows' wiring, the pipeline's,
+    the monitor and the dashboard never load TensorFlow or Keras: only the commands that fit or
+    load a network do, inside their functions. The CLI, the landing folder and the dashboard do
+    not load Prefect either (`stockcast --help` and `watch --once` on an empty folder answer at
+    once; the dashboard reads tables)."""
     code = f"import sys, {modules}; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False

@@ -85,6 +85,21 @@ class Warehouse(abc.ABC):
         """
 
     @abc.abstractmethod
+    def read_query(self, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:
+        """A read-only query for readers that must never hold or wait for the write lock (the
+        dashboard). Parameters are named ``@name`` in ``sql`` (str, int, float or bool values;
+        dates as ISO strings, ``cast(@day as date)``).
+
+        Raises :class:`WarehouseBusyError` at once while a writer holds the warehouse (DuckDB),
+        so that the reader can show what it has instead of waiting.
+        """
+
+    @abc.abstractmethod
+    def tables_in(self, schema: str) -> set[str]:
+        """The names of the tables (and views) of a logical schema, read-only; empty if the
+        schema does not exist yet. Raises :class:`WarehouseBusyError` as :meth:`read_query`."""
+
+    @abc.abstractmethod
     def read_table(
         self,
         logical_name: str,

@@ -148,6 +148,25 @@ class BigQueryWarehouse(Warehouse):
         frame = table.to_pandas(date_as_object=False)
         return _normalise(frame)
 
+    def read_query(self, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:
+        return self.query_df(
+            sql,
+            [
+                bigquery.ScalarQueryParameter(name, _param_type(value), value)
+                for name, value in (params or {}).items()
+            ],
+        )
+
+    def tables_in(self, schema: str) -> set[str]:
+        with self._errors("list tables"):
+            try:
+                listed = self.client.list_tables(
+                    f"{self.project}.{self.dataset(schema)}", retry=RETRY
+                )
+                return {table.table_id for table in listed}
+            except google_exceptions.NotFound:
+                return set()
+
     def read_table(self, logical_name, columns, filter_in=None, order_by=None) -> pd.DataFrame:
         sql = f"select {', '.join(columns)} from {self.table(logical_name)}"
         params, conditions = [], []

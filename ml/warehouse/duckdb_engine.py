@@ -29,11 +29,15 @@ from ml.warehouse import (
     WarehouseBusyError,
     WarehouseError,
     conform,
+    is_lock_conflict,
     ledger_record,
     upsert_counts,
 )
 
 log = logging.getLogger("stockcast.warehouse")
+
+# `@name` parameters (portable: BigQuery's syntax) as DuckDB's `$name`.
+NAMED_PARAMETER = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 TYPES = {
     "string": "varchar",
@@ -175,6 +179,36 @@ class DuckDBWarehouse(Warehouse):
     def query_df(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connect(read_only=self.path.exists()) as con:
             return con.execute(sql, params or []).df()
+
+    def read_query(self, sql: str, params: dict[str, object] | None = None) -> pd.DataFrame:
+        import duckdb
+
+        if not self.path.exists():
+            raise WarehouseError(f"no warehouse at {self.path}: run `stockcast ingest` first")
+        try:
+            # No wait and no retry: a writer has the file for a whole step, and the reader
+            # shows what it read before instead. A read-only connection never blocks a writer
+            # for longer than one query.
+            con = duckdb.connect(str(self.path), read_only=True)
+        except duckdb.IOException as exc:
+            if is_lock_conflict(str(exc)):
+                raise WarehouseBusyError(
+                    f"the warehouse {self.path} is being written by {_lock_holder(str(exc))}"
+                ) from exc
+            raise WarehouseError(f"cannot open the warehouse {self.path}: {exc}") from exc
+        try:
+            return con.execute(NAMED_PARAMETER.sub(r"$\1", sql), params or {}).df()
+        finally:
+            con.close()
+
+    def tables_in(self, schema: str) -> set[str]:
+        if not self.path.exists():
+            return set()
+        names = self.read_query(
+            "select table_name from information_schema.tables where table_schema = @schema",
+            {"schema": schema},
+        )
+        return set(names["table_name"])
 
     def read_table(self, logical_name, columns, filter_in=None, order_by=None) -> pd.DataFrame:
         sql = f"select {', '.join(columns)} from {self.table(logical_name)}"

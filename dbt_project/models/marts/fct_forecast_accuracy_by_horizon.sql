@@ -16,7 +16,10 @@ forecasts_vs_actuals as (
 realized as (
 
     select * from forecasts_vs_actuals
-    where is_actual_known and naive_abs_log_error is not null
+    where
+        is_actual_known
+        and naive_abs_log_error is not null
+        and not coalesce(is_in_sample, false)
 
 ),
 

@@ -56,6 +56,7 @@ realized as (
     where
         forecasts_vs_actuals.is_actual_known
         and forecasts_vs_actuals.naive_abs_log_error is not null
+        and not coalesce(forecasts_vs_actuals.is_in_sample, false)
 
 ),
 

@@ -10,7 +10,10 @@
       * the 80% / 95% prediction interval (price levels, NULL when the forecast has none) and
         whether it covered the actual, bounds included (NULL until the actual is known or
         when there is no interval);
-      * the as-of date's indicators, for slicing errors by market regime in dashboards.
+      * the as-of date's indicators, for slicing errors by market regime in dashboards;
+      * is_in_sample: the model was fitted on data through model_data_end, which includes the
+        target date (a backfilled forecast, `stockcast score --since`): its error is not a
+        realized accuracy.
 -#}
 {{ config(partition_by=stockcast.month_partition('as_of_date')) }}
 
@@ -39,6 +42,7 @@ joined as (
         forecasts.model_version,
         forecasts.mlflow_run_id,
         forecasts.scored_at,
+        forecasts.model_data_end,
         forecasts.predicted_close,
         forecasts.lower_80,
         forecasts.upper_80,
@@ -81,6 +85,7 @@ forecast_errors as (
         abs(as_of_close - actual_close) as naive_abs_error,
         abs(ln(predicted_close / actual_close)) as abs_log_error,
         abs(ln(as_of_close / actual_close)) as naive_abs_log_error,
+        coalesce(target_date <= model_data_end, false) as is_in_sample,
         case
             when actual_close is null or lower_80 is null or upper_80 is null then null
             else actual_close >= lower_80 and actual_close <= upper_80
@@ -120,6 +125,8 @@ final as (
         naive_abs_error,
         abs_log_error,
         naive_abs_log_error,
+        model_data_end,
+        is_in_sample,
         is_covered_80,
         is_covered_95,
         sma_5,

@@ -21,7 +21,8 @@ renamed as (
         model_name,
         model_version,
         mlflow_run_id,
-        scored_at
+        scored_at,
+        model_data_end
 
     from source
 
