@@ -82,7 +82,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "pyarrow": pyarrow.__version__,
         "duckdb": duckdb.__version__,
-        "bytecode_cache": "off" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "on",
+        # Without compiled site-packages every process compiles pandas, TensorFlow, ... first.
+        "site_packages_compiled": (Path(pyarrow.__file__).parent / "__pycache__").is_dir(),
     }
 
 
@@ -138,8 +139,7 @@ def stockcast(*arguments: str) -> list[str]:
     return [str(Path(sys.executable).with_name("stockcast")), *arguments]
 
 
-def ingest_row(label: str, paths: list[Path], work: Path, target: float | None) -> dict:
-    env = fresh_home(work, f"ingest-{label}")
+def ingest_row(label: str, paths: list[Path], env: dict[str, str], target: float | None) -> dict:
     ingest = measure(stockcast("ingest", *map(str, paths)), env)
     read = measure([sys.executable, "-c", PLAIN_READ, *map(str, paths)], dict(os.environ))
     return {
@@ -174,11 +174,10 @@ def indicator_rows(work: Path, shared: Path) -> list[dict]:
         return [{"row": name, "not_measured": f"{type(exc).__name__}: {exc}"} for name in wanted]
 
 
-def score_rows(universe: Path, work: Path) -> list[dict]:
-    """Ingest, build and train a tiny champion on the synthetic universe, then time scoring."""
-    env = fresh_home(work, "score")
+def score_rows(universe: Path, env: dict[str, str]) -> list[dict]:
+    """Build and train a tiny champion on the synthetic universe (ingested into ``env``'s
+    home), then time scoring."""
     steps = {
-        "ingest": measure(stockcast("ingest", str(universe)), env),
         "transform": measure(stockcast("transform"), env),
         "train (tiny, forced champion)": measure(stockcast("train", *TINY_TRAINING), env),
     }
@@ -243,27 +242,44 @@ def main(argv: list[str] | None = None) -> int:
     generated = round(time.perf_counter() - started, 1)
     print(f"synthetic universe: {universe} ({generated} s)", flush=True)
 
+    synthetic_home = fresh_home(work, "synthetic")
     rows = [
         ingest_row(
-            "shared yahoo+kaggle (442 tickers)", [yahoo, kaggle], work, INGEST_TARGET_SECONDS
+            "shared yahoo+kaggle (442 tickers)",
+            [yahoo, kaggle],
+            fresh_home(work, "shared"),
+            INGEST_TARGET_SECONDS,
         ),
-        ingest_row("kaggle long table (514,743 rows)", [kaggle], work, KAGGLE_TARGET_SECONDS),
-        ingest_row(f"SYNTHETIC {args.tickers} tickers x {args.years} y", [universe], work, None),
+        ingest_row(
+            "kaggle long table (514,743 rows)",
+            [kaggle],
+            fresh_home(work, "kaggle"),
+            KAGGLE_TARGET_SECONDS,
+        ),
+        ingest_row(
+            f"SYNTHETIC {args.tickers} tickers x {args.years} y", [universe], synthetic_home, None
+        ),
     ]
     print(table(rows), flush=True)
+
+    def save() -> None:  # after each part: a long run cut short keeps what it measured
+        result = {
+            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(),
+            "synthetic_universe": {"folder": universe.name, "generate_seconds": generated},
+            "rows": rows,
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    save()
     rows += indicator_rows(work, shared)
+    save()
     if not args.skip_score:
-        rows += score_rows(universe, work)
+        rows += score_rows(universe, synthetic_home)
+        save()
     print()
     print(table(rows))
-    result = {
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
-        "synthetic_universe": {"folder": universe.name, "generate_seconds": generated},
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwritten to {args.out}")
     return 0
 

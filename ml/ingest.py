@@ -85,7 +85,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import functools
 import gzip
 import hashlib
 import io
@@ -606,20 +605,40 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
 class _Records:
     """A file's data records, column by column (Arrow strings, numpy numbers).
 
-    ``line`` is the physical line number of each record's first line, ``raw`` its text,
-    ``nfields`` its number of fields and ``fields`` one array per header field (``""`` on a
-    record with the wrong number of fields). ``ascii_only``: the fields hold printable ASCII
-    and tabs only, so Python's ``str.strip`` is a trim of spaces and tabs.
+    ``line`` is the physical line number of each record's first line, ``nfields`` its number
+    of fields and ``fields`` one array per header field (``""`` on a record with the wrong
+    number of fields). The record's text is kept as an array (``raw``) or, for the columnar
+    reader, as each line's span of ``data``, decoded only for the records asked for.
+    ``ascii_only``: the fields hold printable ASCII and tabs only, so Python's ``str.strip``
+    is a trim of spaces and tabs.
     """
 
     line: np.ndarray
     nfields: np.ndarray
-    raw: pa.Array
     fields: list[pa.Array]
     ascii_only: bool
+    raw: pa.Array | None = None
+    data: bytes = b""
+    spans: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.line)
+
+    def raw_text(self, mask: np.ndarray) -> np.ndarray:
+        """The text of the records in ``mask``, in order."""
+        import numpy as np
+        import pyarrow as pa
+
+        if self.raw is not None:
+            return np.array(self.raw.filter(pa.array(mask)).to_pylist(), dtype=object)
+        starts, stops = self.spans
+        return np.array(
+            [
+                self.data[start:stop].decode("ascii")
+                for start, stop in zip(starts[mask], stops[mask], strict=True)
+            ],
+            dtype=object,
+        )
 
     def field(self, i: int, strip: bool) -> pa.Array:
         import pyarrow as pa
@@ -632,10 +651,12 @@ class _Records:
         return pa.array([s.strip() for s in self.fields[i].to_pylist()], pa.large_string())
 
     def to_frame(self) -> pd.DataFrame:
+        import numpy as np
         import pandas as pd
 
+        everything = np.ones(len(self), dtype=bool)
         frame = pd.DataFrame(
-            {"line": self.line, "raw": self.raw.to_pylist(), "nfields": self.nfields}
+            {"line": self.line, "raw": self.raw_text(everything), "nfields": self.nfields}
         )
         for i, values in enumerate(self.fields):
             frame[f"f{i}"] = values.to_pylist()
@@ -652,38 +673,30 @@ class _Records:
         return cls(
             line=frame["line"].to_numpy(np.int64),
             nfields=frame["nfields"].to_numpy(np.int64),
-            raw=strings("raw"),
             fields=[strings(f"f{i}") for i in range(width)],
             ascii_only=ascii_only,
+            raw=strings("raw"),
         )
 
 
-@functools.cache
-def _plain_bytes() -> np.ndarray:
-    """Bytes the columnar reader takes: printable ASCII but the quote, tab and line breaks."""
-    import numpy as np
-
-    table = np.zeros(256, dtype=bool)
-    table[0x20:0x7F] = True
-    table[[ord("\t"), ord("\n"), ord("\r")]] = True
-    table[ord('"')] = False
-    return table
+# Bytes the columnar reader takes: printable ASCII but the quote, tab and line breaks.
+_PLAIN_BYTES = bytes([*range(0x20, 0x7F), *b"\t\n\r"]).replace(b'"', b"")
 
 
 def _columnar_records(path: Path, data: bytes) -> tuple[list[str], _Records] | None:
-    """The header and records of a plain file, cut with numpy and Arrow's string kernels.
+    """The header and records of a plain file, cut with numpy and Arrow.
 
     Same records as :func:`_records` (one per non-blank physical line, split on every comma),
     for a file of printable ASCII without quotes; ``None`` for any other file, which
     :func:`_records` reads with Python's csv rules (quoting, Unicode whitespace) instead.
+    Lines are found with numpy; fields are read by Arrow's CSV reader when every line has the
+    header's number of fields, else split with Arrow's string kernels.
     """
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
-    if not _plain_bytes()[np.frombuffer(data, dtype=np.uint8)].all():
+    if data.translate(None, _PLAIN_BYTES):
         return None
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -707,31 +720,89 @@ def _columnar_records(path: Path, data: bytes) -> tuple[list[str], _Records] | N
     header = [h.strip() for h in header_line.split(",")]
     width = len(header)
     body = nonblank[1:]
-    # Every line with its line break: consecutive slices of the buffer, an Arrow array as is.
-    offsets = np.concatenate((starts, [min(len(buffer), stops[-1] + 1)])).astype(np.int64)
-    lines = pa.LargeStringArray.from_buffers(len(starts), pa.py_buffer(offsets), pa.py_buffer(data))
-    raw = pc.utf8_rtrim(lines.take(pa.array(body)), "\n")
-    split = pc.split_pattern(raw, ",")
+    fields = None
+    if len(body) and body[0] == header_index + 1 and len(body) == len(starts) - body[0]:
+        fields = _csv_fields(data[starts[body[0]] :], width, len(body))
+    if fields is not None:
+        nfields = np.full(len(body), width, dtype=np.int64)
+    else:
+        nfields, fields = _split_fields(data, starts[body], stops[body], width)
+    records = _Records(
+        line=body.astype(np.int64) + 1,
+        nfields=nfields,
+        fields=fields,
+        ascii_only=True,
+        data=data,
+        spans=(starts[body], stops[body]),
+    )
+    return header, records
+
+
+def _csv_fields(body: bytes, width: int, lines: int) -> list[pa.Array] | None:
+    """The fields of ``lines`` lines without blank ones, read by Arrow's CSV reader as plain
+    strings (no quoting, no nulls); ``None`` unless every line has ``width`` fields."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"f{i}" for i in range(width)]
+    uneven = []
+
+    def skip(row) -> str:
+        uneven.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(
+                quote_char=False, ignore_empty_lines=False, invalid_row_handler=skip
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    if uneven or table.num_rows != lines:
+        return None
+    return [table.column(i).combine_chunks() for i in range(width)]
+
+
+def _split_fields(
+    data: bytes, starts: np.ndarray, stops: np.ndarray, width: int
+) -> tuple[np.ndarray, list[pa.Array]]:
+    """Each line's number of fields and the fields (``""`` on a line with the wrong number),
+    split on every comma with Arrow's string kernels."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(starts) == 0:  # a header and nothing else
+        return np.empty(0, dtype=np.int64), [pa.array([], pa.large_string())] * width
+    offsets = np.empty(2 * len(starts), dtype=np.int64)
+    offsets[0::2], offsets[1::2] = starts, stops
+    # Lines and the gaps between them as one array (no copy of the text); keep the lines.
+    pieces = pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    lines = pieces.take(pa.array(np.arange(0, len(pieces), 2)))
+    split = pc.split_pattern(lines, ",")
     nfields = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
     complete = nfields == width
     values = pc.list_flatten(split.filter(pa.array(complete)))
     count = int(complete.sum())
-    if count == len(body):
+    if count == len(lines):
         fields = [values.take(pa.array(np.arange(j, count * width, width))) for j in range(width)]
     else:
-        position = np.full(len(body), -1, dtype=np.int64)
+        position = np.full(len(lines), -1, dtype=np.int64)
         position[complete] = np.arange(count) * width
         fields = [
             values.take(pa.array(position + j, mask=~complete)).fill_null("") for j in range(width)
         ]
-    records = _Records(
-        line=body.astype(np.int64) + 1,
-        nfields=nfields,
-        raw=raw,
-        fields=fields,
-        ascii_only=True,
-    )
-    return header, records
+    return nfields, fields
 
 
 def _refuse_if_cut_short(
@@ -744,10 +815,14 @@ def _refuse_if_cut_short(
     own end marker (:func:`read_text`); a plain file cut exactly at a line break, or inside a
     last field that still parses, cannot be told from a complete one.
     """
+    import numpy as np
+
     if len(rec) == 0 or ends_with_break:
         return
     n, found = len(header), int(rec.nfields[-1])
-    raw = str(rec.raw[-1].as_py()).rstrip(" \t")
+    last = np.zeros(len(rec), dtype=bool)
+    last[-1] = True
+    raw = str(rec.raw_text(last)[0]).rstrip(" \t")
     line = int(rec.line[-1])
     if found < n:
         where = (
@@ -933,8 +1008,10 @@ _FIRST_DAY, _LAST_DAY = -106_650, 106_650
 def _string_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """The characters of an Arrow string array (no copy) and each string's length."""
     import numpy as np
+    import pyarrow as pa
 
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[
         text.offset : text.offset + len(text) + 1
     ]
     data = text.buffers()[2]
@@ -1075,7 +1152,7 @@ def parse_price_file(
         upper_ok = np.array([bool(TICKER_PATTERN.match(u)) for u in upper], dtype=bool)
         tickers = upper[codes]
         ticker_ok = upper_ok[codes]
-        ticker_codes = pd.factorize(upper)[0][codes]
+        ticker_codes = pd.factorize(upper, sort=True)[0][codes]  # in the tickers' order
     else:
         fixed = (ticker or ticker_from_file_name(path)).strip().upper()
         origin = "--ticker argument" if ticker else "file name"
@@ -1249,32 +1326,39 @@ def parse_price_file(
     refused = ~pending & keep
     accepted = pending & keep
 
-    # -- accepted rows -----------------------------------------------------------------------
-    prices = pd.DataFrame(
-        {
-            "ticker": tickers[accepted],
-            "trade_date": dates[accepted],
-            **{p: values[p][accepted] for p in PRICES},
-            "adj_close": values["adj_close"][accepted] if "adj_close" in values else np.nan,
-            "volume": values["volume"][accepted] if "volume" in values else np.nan,
-        }
-    )
+    # -- accepted rows, by ticker and date -------------------------------------------------
+    order = np.flatnonzero(accepted)[np.lexsort((days[accepted], ticker_codes[accepted]))]
+    bar = {p: values[p][order] for p in PRICES}
+    volume = values["volume"][order] if "volume" in values else np.full(len(order), np.nan)
     if layout == LAYOUT_ALPHAVANTAGE:
         factor = _split_factor(
             pd.Series(tickers), pd.Series(dates), pd.Series(values["split"]), has_key & keep
-        )
-        for p in PRICES:
-            prices[p] = prices[p] / factor.to_numpy()[accepted]
-        prices["volume"] = prices["volume"] * factor.to_numpy()[accepted]
-    prices["high"] = prices[["open", "high", "low", "close"]].max(axis=1)
-    prices["low"] = prices[["open", "low", "close"]].min(axis=1)
+        ).to_numpy()[order]
+        bar = {p: bar[p] / factor for p in PRICES}
+        volume = volume * factor
+    bar["high"] = np.fmax.reduce([bar["open"], bar["high"], bar["low"], bar["close"]])
+    bar["low"] = np.fmin.reduce([bar["open"], bar["low"], bar["close"]])
     if layout == LAYOUT_YFINANCE or (layout == LAYOUT_YF_DOWNLOAD and "adj_close" not in cols):
-        prices["adj_close"] = prices["close"]
-    prices["adj_close"] = prices["adj_close"].astype(float)
-    prices["volume"] = prices["volume"].astype(float).round().astype("Int64")
-    prices["source_file"] = source
-    prices["ingested_at"] = now
-    prices = prices.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
+        adj_close = bar["close"]
+    elif "adj_close" in values:
+        adj_close = values["adj_close"][order]
+    else:
+        adj_close = np.full(len(order), np.nan)
+    shares = np.round(volume)
+    unknown = np.isnan(shares)
+    prices = pd.DataFrame(
+        {
+            "ticker": tickers[order],
+            "trade_date": dates[order],
+            **bar,
+            "adj_close": adj_close.astype(float),
+            "volume": pd.arrays.IntegerArray(
+                np.where(unknown, 0, shares).astype(np.int64), unknown
+            ),
+            "source_file": source,
+            "ingested_at": now,
+        }
+    )
 
     date_text = strings("date", refused)
     refused_tickers = tickers[refused]
@@ -1286,7 +1370,7 @@ def parse_price_file(
             "trade_date": np.where(date_text != "", date_text, None),
             "column_name": column[refused],
             "reason": reason[refused],
-            "raw_record": np.array(rec.raw.filter(pa.array(refused)).to_pylist(), dtype=object),
+            "raw_record": rec.raw_text(refused),
             "rejected_at": now,
         }
     )
