@@ -1,9 +1,9 @@
 """Load daily price CSV files into ``raw.daily_prices``.
 
 ``ingest_paths`` reads ``.csv`` / ``.csv.gz`` files (or folders of them), detects the layout from
-the header, validates every row with vectorised pandas, and hands each file's accepted rows and
-refused rows to :meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically.
-This module holds no SQL and does not know which engine is behind the warehouse.
+the header, validates every row with whole-column checks (Arrow and numpy; see
+:func:`parse_price_file`), and hands each file's accepted rows and refused rows to
+:meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically. This module holds no SQL and does not know which engine is behind the warehouse.
 
 Layouts (header names are matched case-insensitively after trimming; extra columns are ignored):
 
