@@ -71,7 +71,11 @@ format: install ## Apply ruff and sqlfluff fixes
 	$(SQLFLUFF) fix dbt_project/models
 
 .PHONY: benchmark
-benchmark: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
+benchmark: install ## Scale ratios in one run: ingest vs plain pyarrow read, indicators vs TA-Lib, scoring 500 tickers (synthetic universe)
+	$(UV) run --frozen python benchmarks/scale.py --shared $(SHARED)
+
+.PHONY: benchmark-run
+benchmark-run: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
 	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
 
 .PHONY: forecast-quality

@@ -1,9 +1,9 @@
 """Load daily price CSV files into ``raw.daily_prices``.
 
 ``ingest_paths`` reads ``.csv`` / ``.csv.gz`` files (or folders of them), detects the layout from
-the header, validates every row with vectorised pandas, and hands each file's accepted rows and
-refused rows to :meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically.
-This module holds no SQL and does not know which engine is behind the warehouse.
+the header, validates every row with whole-column checks (Arrow and numpy; see
+:func:`parse_price_file`), and hands each file's accepted rows and refused rows to
+:meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically. This module holds no SQL and does not know which engine is behind the warehouse.
 
 Layouts (header names are matched case-insensitively after trimming; extra columns are ignored):
 
@@ -82,6 +82,8 @@ numbers (``line 2 ticker: invalid ticker ...; +9 more``), not just a count.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -95,7 +97,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --help` stays fast
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
     from ml.context import RunContext
 
@@ -277,7 +281,8 @@ def ingest_paths(
     report = IngestReport()
     files = expand_paths(paths)
     total = len(files)
-    if any(problem is None for _, problem in files):
+    loading = any(problem is None for _, problem in files)
+    if loading:
         # Reach the warehouse once before any file: an unreachable or misconfigured warehouse
         # is one clear error, not the same failure repeated for every file.
         from ml.contracts import DAILY_PRICES
@@ -285,10 +290,13 @@ def ingest_paths(
 
         check_warehouse(ctx.warehouse, write=True)  # read-only, full or damaged: one error
         ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
-    for done, (path, problem) in enumerate(files, start=1):
-        report.files.append(ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace))
-        if progress is not None:
-            progress(done, total, path)
+    with ctx.warehouse.session() if loading else contextlib.nullcontext():
+        for done, (path, problem) in enumerate(files, start=1):
+            report.files.append(
+                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace)
+            )
+            if progress is not None:
+                progress(done, total, path)
     return report
 
 
@@ -464,8 +472,9 @@ def valid_ticker(value: str) -> bool:
     return bool(TICKER_PATTERN.match(value))
 
 
-def read_text(path: Path) -> tuple[str, str]:
-    """Return ``(text, sha256 of the file bytes)``; raise IngestFileError if not a text CSV."""
+def _read_bytes(path: Path) -> tuple[bytes, str]:
+    """Return ``(content, sha256 of the file bytes)``, gunzipped; raise IngestFileError if the
+    file cannot be read or is not text."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -488,11 +497,20 @@ def read_text(path: Path) -> tuple[str, str]:
         raise IngestFileError(path, "named .gz but is not gzip-compressed")
     if b"\x00" in data:
         raise IngestFileError(path, "binary content (NUL bytes): not a CSV text file")
+    return data, sha256
+
+
+def _decode(data: bytes) -> str:
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    return text, sha256
+        return data.decode("latin-1")
+
+
+def read_text(path: Path) -> tuple[str, str]:
+    """Return ``(text, sha256 of the file bytes)``; raise IngestFileError if not a text CSV."""
+    data, sha256 = _read_bytes(path)
+    return _decode(data), sha256
 
 
 def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
@@ -583,7 +601,213 @@ def _records(path: Path, text: str) -> tuple[list[str], int, pd.DataFrame]:
     return header, header_index + 1, frame
 
 
-def _refuse_if_cut_short(path: Path, text: str, header: list[str], rec: pd.DataFrame) -> None:
+@dataclass
+class _Records:
+    """A file's data records, column by column (Arrow strings, numpy numbers).
+
+    ``line`` is the physical line number of each record's first line, ``nfields`` its number
+    of fields and ``fields`` one array per header field (``""`` on a record with the wrong
+    number of fields). The record's text is kept as an array (``raw``) or, for the columnar
+    reader, as each line's span of ``data``, decoded only for the records asked for.
+    ``ascii_only``: the fields hold printable ASCII and tabs only, so Python's ``str.strip``
+    is a trim of spaces and tabs.
+    """
+
+    line: np.ndarray
+    nfields: np.ndarray
+    fields: list[pa.Array]
+    ascii_only: bool
+    raw: pa.Array | None = None
+    data: bytes = b""
+    spans: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.line)
+
+    def raw_text(self, mask: np.ndarray) -> np.ndarray:
+        """The text of the records in ``mask``, in order."""
+        import numpy as np
+        import pyarrow as pa
+
+        if self.raw is not None:
+            return np.array(self.raw.filter(pa.array(mask)).to_pylist(), dtype=object)
+        starts, stops = self.spans
+        return np.array(
+            [
+                self.data[start:stop].decode("ascii")
+                for start, stop in zip(starts[mask], stops[mask], strict=True)
+            ],
+            dtype=object,
+        )
+
+    def field(self, i: int, strip: bool) -> pa.Array:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if not strip:
+            return self.fields[i]
+        if self.ascii_only:
+            return pc.utf8_trim(self.fields[i], " \t")
+        return pa.array([s.strip() for s in self.fields[i].to_pylist()], pa.large_string())
+
+    def to_frame(self) -> pd.DataFrame:
+        import numpy as np
+        import pandas as pd
+
+        everything = np.ones(len(self), dtype=bool)
+        frame = pd.DataFrame(
+            {"line": self.line, "raw": self.raw_text(everything), "nfields": self.nfields}
+        )
+        for i, values in enumerate(self.fields):
+            frame[f"f{i}"] = values.to_pylist()
+        return frame
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, width: int, ascii_only: bool) -> _Records:
+        import numpy as np
+        import pyarrow as pa
+
+        def strings(column: str) -> pa.Array:
+            return pa.array(list(frame[column]), pa.large_string())
+
+        return cls(
+            line=frame["line"].to_numpy(np.int64),
+            nfields=frame["nfields"].to_numpy(np.int64),
+            fields=[strings(f"f{i}") for i in range(width)],
+            ascii_only=ascii_only,
+            raw=strings("raw"),
+        )
+
+
+# Bytes the columnar reader takes: printable ASCII but the quote, tab and line breaks.
+_PLAIN_BYTES = bytes([*range(0x20, 0x7F), *b"\t\n\r"]).replace(b'"', b"")
+
+
+def _columnar_records(path: Path, data: bytes) -> tuple[list[str], _Records] | None:
+    """The header and records of a plain file, cut with numpy and Arrow.
+
+    Same records as :func:`_records` (one per non-blank physical line, split on every comma),
+    for a file of printable ASCII without quotes; ``None`` for any other file, which
+    :func:`_records` reads with Python's csv rules (quoting, Unicode whitespace) instead.
+    Lines are found with numpy; fields are read by Arrow's CSV reader when every line has the
+    header's number of fields, else split with Arrow's string kernels.
+    """
+    import numpy as np
+
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8) :]
+    if data.translate(None, _PLAIN_BYTES):
+        return None
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    breaks = np.flatnonzero(buffer == ord("\n"))
+    starts = np.concatenate(([0], breaks + 1))
+    stops = np.concatenate((breaks, [len(buffer)]))
+    if starts[-1] == stops[-1]:  # text after the last line break is empty: no line
+        starts, stops = starts[:-1], stops[:-1]
+    # A line is blank when it holds only spaces and tabs: decided by its first byte for almost
+    # every line, by Python for the few that start with one.
+    first = buffer[np.minimum(starts, len(buffer) - 1)] if len(buffer) else starts
+    blank = (starts == stops) | (first == ord(" ")) | (first == ord("\t"))
+    for i in np.flatnonzero(blank & (starts != stops)):
+        blank[i] = not data[starts[i] : stops[i]].strip(b" \t")
+    nonblank = np.flatnonzero(~blank)
+    if len(nonblank) == 0:
+        raise IngestFileError(path, "file is empty")
+    header_index = nonblank[0]
+    header_line = data[starts[header_index] : stops[header_index]].decode("ascii")
+    header = [h.strip() for h in header_line.split(",")]
+    width = len(header)
+    body = nonblank[1:]
+    fields = None
+    if len(body) and body[0] == header_index + 1 and len(body) == len(starts) - body[0]:
+        fields = _csv_fields(data[starts[body[0]] :], width, len(body))
+    if fields is not None:
+        nfields = np.full(len(body), width, dtype=np.int64)
+    else:
+        nfields, fields = _split_fields(data, starts[body], stops[body], width)
+    records = _Records(
+        line=body.astype(np.int64) + 1,
+        nfields=nfields,
+        fields=fields,
+        ascii_only=True,
+        data=data,
+        spans=(starts[body], stops[body]),
+    )
+    return header, records
+
+
+def _csv_fields(body: bytes, width: int, lines: int) -> list[pa.Array] | None:
+    """The fields of ``lines`` lines without blank ones, read by Arrow's CSV reader as plain
+    strings (no quoting, no nulls); ``None`` unless every line has ``width`` fields."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    names = [f"f{i}" for i in range(width)]
+    uneven = []
+
+    def skip(row) -> str:
+        uneven.append(row)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(body),
+            read_options=pacsv.ReadOptions(column_names=names),
+            parse_options=pacsv.ParseOptions(
+                quote_char=False, ignore_empty_lines=False, invalid_row_handler=skip
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    if uneven or table.num_rows != lines:
+        return None
+    return [table.column(i).combine_chunks() for i in range(width)]
+
+
+def _split_fields(
+    data: bytes, starts: np.ndarray, stops: np.ndarray, width: int
+) -> tuple[np.ndarray, list[pa.Array]]:
+    """Each line's number of fields and the fields (``""`` on a line with the wrong number),
+    split on every comma with Arrow's string kernels."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(starts) == 0:  # a header and nothing else
+        return np.empty(0, dtype=np.int64), [pa.array([], pa.large_string())] * width
+    offsets = np.empty(2 * len(starts), dtype=np.int64)
+    offsets[0::2], offsets[1::2] = starts, stops
+    # Lines and the gaps between them as one array (no copy of the text); keep the lines.
+    pieces = pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)
+    )
+    lines = pieces.take(pa.array(np.arange(0, len(pieces), 2)))
+    split = pc.split_pattern(lines, ",")
+    nfields = pc.list_value_length(split).to_numpy(zero_copy_only=False).astype(np.int64)
+    complete = nfields == width
+    values = pc.list_flatten(split.filter(pa.array(complete)))
+    count = int(complete.sum())
+    if count == len(lines):
+        fields = [values.take(pa.array(np.arange(j, count * width, width))) for j in range(width)]
+    else:
+        position = np.full(len(lines), -1, dtype=np.int64)
+        position[complete] = np.arange(count) * width
+        fields = [
+            values.take(pa.array(position + j, mask=~complete)).fill_null("") for j in range(width)
+        ]
+    return nfields, fields
+
+
+def _refuse_if_cut_short(
+    path: Path, ends_with_break: bool, header: list[str], rec: _Records
+) -> None:
     """Refuse a file that stops mid-row: a copy or download cut short.
 
     Its last line has no line break and lacks fields (or ends in a separator): loading the
@@ -591,11 +815,15 @@ def _refuse_if_cut_short(path: Path, text: str, header: list[str], rec: pd.DataF
     own end marker (:func:`read_text`); a plain file cut exactly at a line break, or inside a
     last field that still parses, cannot be told from a complete one.
     """
-    if rec.empty or text.endswith(("\n", "\r")):
+    import numpy as np
+
+    if len(rec) == 0 or ends_with_break:
         return
-    n, found = len(header), int(rec["nfields"].iloc[-1])
-    raw = str(rec["raw"].iloc[-1]).rstrip(" \t")
-    line = int(rec["line"].iloc[-1])
+    n, found = len(header), int(rec.nfields[-1])
+    last = np.zeros(len(rec), dtype=bool)
+    last[-1] = True
+    raw = str(rec.raw_text(last)[0]).rstrip(" \t")
+    line = int(rec.line[-1])
     if found < n:
         where = (
             f"has {found} of {n} fields: it stops in column {header[found - 1]!r} and "
@@ -615,18 +843,28 @@ def _refuse_if_cut_short(path: Path, text: str, header: list[str], rec: pd.DataF
 
 
 def _yfinance_download(
-    path: Path, header: list[str], rec: pd.DataFrame
-) -> tuple[list[str], pd.DataFrame, bool]:
+    path: Path, header: list[str], rec: _Records
+) -> tuple[list[str], _Records, bool]:
     """Turn ``yf.download(...).to_csv()``'s three-line header into a long table.
 
     Returns ``(header, records, True)`` with a ``Ticker`` column appended and one record per
     (line, ticker); other files come back unchanged with ``False``.
     """
+    first = header[0].lower() if header else ""
+    if first not in ("price", "ticker") or len(rec) == 0:
+        return header, rec, False
+    long_header, frame, converted = _yfinance_download_frame(path, header, rec.to_frame())
+    if not converted:
+        return header, rec, False
+    return long_header, _Records.from_frame(frame, len(long_header), rec.ascii_only), True
+
+
+def _yfinance_download_frame(
+    path: Path, header: list[str], rec: pd.DataFrame
+) -> tuple[list[str], pd.DataFrame, bool]:
     import pandas as pd
 
-    first = header[0].lower() if header else ""
-    if first not in ("price", "ticker") or rec.empty:
-        return header, rec, False
+    first = header[0].lower()
     second = str(rec["f0"].iloc[0]).strip().lower()
     if {first, second} != {"price", "ticker"}:
         return header, rec, False
@@ -758,6 +996,100 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
     return dates
 
 
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Plain decimals of at most 15 digits: Arrow's parse and pandas' agree on them to the bit
+# (pandas rounds longer ones differently, so a column holding any takes pandas' path).
+_PLAIN_DIGITS = 15
+# Days since 1970 of 1678-01-01 and 2261-12-31: inside the nanosecond range of pandas dates
+# (1677-09-21 .. 2262-04-11), where both parsers give the same day.
+_FIRST_DAY, _LAST_DAY = -106_650, 106_650
+
+
+def _string_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """The characters of an Arrow string array (no copy) and each string's length."""
+    import numpy as np
+    import pyarrow as pa
+
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width)[
+        text.offset : text.offset + len(text) + 1
+    ]
+    data = text.buffers()[2]
+    characters = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
+    return characters[offsets[0] : offsets[-1]], np.diff(offsets)
+
+
+def _columnar_dates(text: pa.Array) -> np.ndarray | None:
+    """Plain ``YYYY-MM-DD`` dates (or empty fields) with Arrow; ``None`` when the column
+    holds anything else (times, slash dates, invalid days), for :func:`_parse_dates`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    given = pc.not_equal(text, "")
+    present = text.filter(given)
+    characters, lengths = _string_bytes(present)
+    if (lengths != 10).any():
+        return None
+    grid = characters.reshape(-1, 10)
+    dashes = grid[:, [4, 7]] == ord("-")
+    digits = (grid[:, [0, 1, 2, 3, 5, 6, 8, 9]] >= ord("0")) & (
+        grid[:, [0, 1, 2, 3, 5, 6, 8, 9]] <= ord("9")
+    )
+    if not (dashes.all() and digits.all()):
+        return None
+    try:
+        parsed = pc.cast(present, pa.date32())
+    except pa.ArrowInvalid:  # e.g. 2021-02-30
+        return None
+    day_numbers = pc.cast(parsed, pa.int32()).to_numpy(zero_copy_only=False).astype(np.int64)
+    if (day_numbers < _FIRST_DAY).any() or (day_numbers > _LAST_DAY).any():
+        return None
+    dates = np.full(len(text), np.datetime64("NaT"), dtype="datetime64[ns]")
+    dates[given.to_numpy(zero_copy_only=False)] = day_numbers.astype("datetime64[D]")
+    return dates
+
+
+def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
+    """Floats of a column whose every non-missing field is a plain decimal (NaN where
+    missing), with Arrow; ``None`` otherwise, for :func:`_numbers`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    given = ~missing
+    present = text.filter(pa.array(given))
+    characters, lengths = _string_bytes(present)
+    is_digit = (characters >= ord("0")) & (characters <= ord("9"))
+    if not (is_digit | (characters == ord("."))).all():
+        return None
+    dots = pc.count_substring(present, ".").to_numpy(zero_copy_only=False)
+    digits = lengths - dots
+    if (dots > 1).any() or (digits < 1).any() or (digits > _PLAIN_DIGITS).any():
+        return None
+    numbers = np.full(len(text), np.nan)
+    numbers[given] = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
+    return numbers
+
+
+def _numbers(text: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Floats of a column with pandas (NaN where missing or unparseable), thousands
+    separators included."""
+    import numpy as np
+    import pandas as pd
+
+    field = pd.Series(text, dtype=object)
+    values = pd.to_numeric(field.where(~missing), errors="coerce").astype(float)
+    # A comma inside a field can only come from a quoted field: thousands separators.
+    grouped = values.isna() & ~missing
+    if grouped.any():
+        grouped &= field.str.match(_THOUSANDS).fillna(False).astype(bool)
+    if grouped.any():
+        plain = field[grouped].str.replace(",", "", regex=False)
+        values[grouped] = pd.to_numeric(plain, errors="coerce").astype(float)
+    return values.to_numpy(dtype=np.float64)
+
+
 def parse_price_file(
     path: Path, ticker: str | None = None, source_name: str | None = None
 ) -> ParsedFile:
@@ -765,36 +1097,62 @@ def parse_price_file(
 
     ``source_name`` is what the warehouse records as the file (default: its resolved path),
     e.g. ``gs://bucket/uploads/AAPL.csv`` for a file downloaded from an upload bucket.
+
+    Fields are Arrow strings and the checks numpy masks over whole columns; Python objects
+    are made only for the refused rows and for the distinct tickers.
     """
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     path = Path(path).resolve()
-    text, sha256 = read_text(path)
-    header, _, rec = _records(path, text)
+    data, sha256 = _read_bytes(path)
+    columnar = _columnar_records(path, data)
+    if columnar is not None:
+        header, rec = columnar
+        body = data[data.find(b"\n") + 1 :]
+        needs_strip = b" " in body or b"\t" in body
+        ends_with_break = data.endswith((b"\n", b"\r"))
+    else:
+        text = _decode(data)
+        header, _, frame = _records(path, text)
+        rec = _Records.from_frame(frame, len(header), ascii_only=False)
+        body_text = text[text.find("\n") + 1 :]
+        needs_strip = " " in body_text or "\t" in body_text
+        ends_with_break = text.endswith(("\n", "\r"))
     expected_fields = len(header)
-    _refuse_if_cut_short(path, text, header, rec)
+    _refuse_if_cut_short(path, ends_with_break, header, rec)
     header, rec, yf_download = _yfinance_download(path, header, rec)
     # The header is judged first: a lone line of JSON or "404: Not Found" is not a header.
     layout, cols = detect_layout(path, header)
     if yf_download:
         layout = LAYOUT_YF_DOWNLOAD
-    if rec.empty:
+    if len(rec) == 0:
         raise IngestFileError(path, "header only: no data rows")
     now = datetime.now(UTC).replace(tzinfo=None)
     n = len(rec)
     source = source_name or str(path)
 
     # -- fields as trimmed strings ----------------------------------------------------------
-    body_text = text[text.find("\n") + 1 :]
-    needs_strip = " " in body_text or "\t" in body_text
-    field = {c: rec[f"f{i}"].str.strip() if needs_strip else rec[f"f{i}"] for c, i in cols.items()}
+    field = {c: rec.field(i, strip=needs_strip) for c, i in cols.items()}
     header_name = {c: header[i] for c, i in cols.items()}
+
+    def strings(c: str, mask: np.ndarray | None = None) -> np.ndarray:
+        values = field[c] if mask is None else field[c].filter(pa.array(mask))
+        return np.array(values.to_pylist(), dtype=object)
+
+    def equals(c: str, value: str) -> np.ndarray:
+        return pc.equal(field[c], value).to_numpy(zero_copy_only=False)
+
     if "ticker" in cols:
-        codes, uniques = pd.factorize(field["ticker"])
-        upper = pd.Index(uniques).str.upper()
-        tickers = pd.Series(upper.to_numpy()[codes], index=rec.index, dtype=object)
-        ticker_ok = pd.Series(np.asarray(upper.str.match(TICKER_PATTERN.pattern))[codes])
+        encoded = pc.dictionary_encode(field["ticker"])
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        upper = np.array([u.upper() for u in encoded.dictionary.to_pylist()], dtype=object)
+        upper_ok = np.array([bool(TICKER_PATTERN.match(u)) for u in upper], dtype=bool)
+        tickers = upper[codes]
+        ticker_ok = upper_ok[codes]
+        ticker_codes = pd.factorize(upper, sort=True)[0][codes]  # in the tickers' order
     else:
         fixed = (ticker or ticker_from_file_name(path)).strip().upper()
         origin = "--ticker argument" if ticker else "file name"
@@ -804,8 +1162,9 @@ def parse_price_file(
                 f"invalid ticker {fixed!r} from the {origin} (expected 1-15 letters, digits, "
                 "'.', '-' or '^'; pass --ticker)",
             )
-        tickers = pd.Series(fixed, index=rec.index, dtype=object)
-        ticker_ok = pd.Series(True, index=rec.index)
+        tickers = np.full(n, fixed, dtype=object)
+        ticker_ok = np.ones(n, dtype=bool)
+        ticker_codes = np.zeros(n, dtype=np.int64)
 
     reason = np.full(n, None, dtype=object)
     column = np.full(n, None, dtype=object)
@@ -821,14 +1180,15 @@ def parse_price_file(
         column[m] = header_name.get(col) if col else None
         pending = pending & ~m
 
-    def quoted(c: str, m) -> pd.Series:
-        return field[c][m].str.slice(0, 40)
+    def quoted(c: str, m) -> np.ndarray:
+        return np.array([s[:40] for s in strings(c, m)], dtype=object)
 
-    nfields = rec["nfields"]
+    nfields = rec.nfields
     refuse(
         nfields != expected_fields,
-        lambda m: (
-            f"wrong number of fields: expected {expected_fields}, found " + nfields[m].astype(str)
+        lambda m: np.array(
+            [f"wrong number of fields: expected {expected_fields}, found {k}" for k in nfields[m]],
+            dtype=object,
         ),
     )
 
@@ -836,28 +1196,28 @@ def parse_price_file(
     if "ticker" in cols:
         refuse(tickers == "", "missing ticker", "ticker")
         refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
-    dates = _parse_dates(field["date"], path)
-    refuse(field["date"] == "", "missing date", "date")
+    dates = _columnar_dates(field["date"])
+    if dates is None:
+        dates = _parse_dates(pd.Series(strings("date"), dtype=object), path).to_numpy(
+            "datetime64[ns]"
+        )
+    refuse(equals("date", ""), "missing date", "date")
+    dated = ~np.isnat(dates)
     refuse(
-        dates.isna(),
+        ~dated,
         "unparseable date (expected YYYY-MM-DD, or MM/DD/YYYY or DD/MM/YYYY throughout)",
         "date",
     )
 
     # -- numbers ---------------------------------------------------------------------------
-    values: dict[str, pd.Series] = {}
-    missing: dict[str, pd.Series] = {}
+    values: dict[str, np.ndarray] = {}
+    missing: dict[str, np.ndarray] = {}
+    missing_tokens = pa.array(sorted(MISSING_TOKENS), pa.large_string())
     for c in VALUE_COLUMNS:
         if c in cols:
-            missing[c] = field[c].isin(MISSING_TOKENS)
-            values[c] = pd.to_numeric(field[c].where(~missing[c]), errors="coerce").astype(float)
-            # A comma inside a field can only come from a quoted field: thousands separators.
-            grouped = values[c].isna() & ~missing[c]
-            if grouped.any():
-                grouped &= field[c].str.match(_THOUSANDS).fillna(False).astype(bool)
-            if grouped.any():
-                plain = field[c][grouped].str.replace(",", "", regex=False)
-                values[c][grouped] = pd.to_numeric(plain, errors="coerce").astype(float)
+            missing[c] = pc.is_in(field[c], value_set=missing_tokens).to_numpy(zero_copy_only=False)
+            plain = _columnar_numbers(field[c], missing[c])
+            values[c] = plain if plain is not None else _numbers(strings(c), missing[c])
     refuse(
         np.logical_and.reduce([missing[p] for p in PRICES]),
         "null bar: open, high, low and close are all missing (Yahoo writes 'null' for a day it "
@@ -870,7 +1230,7 @@ def parse_price_file(
         refuse(missing["split"], "missing split coefficient", "split")
     for c in values:
         refuse(
-            ~missing[c] & values[c].isna(),
+            ~missing[c] & np.isnan(values[c]),
             lambda m, c=c: f"unparseable number in {header_name[c]}: " + quoted(c, m),
             c,
         )
@@ -921,28 +1281,39 @@ def parse_price_file(
             )
     from zoneinfo import ZoneInfo
 
-    today = pd.Timestamp(datetime.now(ZoneInfo(EXCHANGE_TZ)).date())
-    refuse(dates > today, f"date is in the future (today in New York is {today.date()})", "date")
+    today = datetime.now(ZoneInfo(EXCHANGE_TZ)).date()
+    days = np.where(dated, dates, np.datetime64(0, "ns")).astype("datetime64[D]").astype(np.int64)
     refuse(
-        dates.dt.dayofweek >= 5,
-        lambda m: "date falls on a weekend (" + dates[m].dt.day_name() + ")",
+        dated & (dates > np.datetime64(today, "ns")),
+        f"date is in the future (today in New York is {today})",
+        "date",
+    )
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    refuse(
+        dated & (weekday >= 5),
+        lambda m: "date falls on a weekend (" + np.array(DAY_NAMES, dtype=object)[weekday[m]] + ")",
         "date",
     )
 
     # -- duplicates --------------------------------------------------------------------------
-    has_key = (dates.notna() & (tickers != "")).to_numpy()
-    keyed = pd.DataFrame({"ticker": tickers, "date": dates, **values})
-    exact = has_key & keyed.duplicated(keep="first").to_numpy()
-    keep = ~exact
+    has_key = dated & (tickers != "")
+    exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
-    candidates = keep & has_key
-    conflict[candidates] = keyed[["ticker", "date"]][candidates].duplicated(keep=False).to_numpy()
+    key = ticker_codes.astype(np.int64) * (1 << 32) + (days + (1 << 30))
+    if pd.Series(key[has_key]).duplicated().any():
+        keyed = pd.DataFrame({"ticker": tickers, "date": dates, **values})
+        exact = has_key & keyed.duplicated(keep="first").to_numpy()
+        candidates = ~exact & has_key
+        conflict[candidates] = (
+            keyed[["ticker", "date"]][candidates].duplicated(keep=False).to_numpy()
+        )
+    keep = ~exact
     if conflict.any():
         lines = (
-            rec["line"][conflict]
-            .astype(str)
+            pd.Series(rec.line[conflict].astype(str))
             .groupby([tickers[conflict], dates[conflict]])
             .transform(", ".join)
+            .to_numpy(dtype=object)
         )
         refuse(
             conflict,
@@ -955,48 +1326,55 @@ def parse_price_file(
     refused = ~pending & keep
     accepted = pending & keep
 
-    # -- accepted rows -----------------------------------------------------------------------
+    # -- accepted rows, by ticker and date -------------------------------------------------
+    order = np.flatnonzero(accepted)[np.lexsort((days[accepted], ticker_codes[accepted]))]
+    bar = {p: values[p][order] for p in PRICES}
+    volume = values["volume"][order] if "volume" in values else np.full(len(order), np.nan)
+    if layout == LAYOUT_ALPHAVANTAGE:
+        factor = _split_factor(
+            pd.Series(tickers), pd.Series(dates), pd.Series(values["split"]), has_key & keep
+        ).to_numpy()[order]
+        bar = {p: bar[p] / factor for p in PRICES}
+        volume = volume * factor
+    bar["high"] = np.fmax.reduce([bar["open"], bar["high"], bar["low"], bar["close"]])
+    bar["low"] = np.fmin.reduce([bar["open"], bar["low"], bar["close"]])
+    if layout == LAYOUT_YFINANCE or (layout == LAYOUT_YF_DOWNLOAD and "adj_close" not in cols):
+        adj_close = bar["close"]
+    elif "adj_close" in values:
+        adj_close = values["adj_close"][order]
+    else:
+        adj_close = np.full(len(order), np.nan)
+    shares = np.round(volume)
+    unknown = np.isnan(shares)
     prices = pd.DataFrame(
         {
-            "ticker": tickers[accepted],
-            "trade_date": dates[accepted],
-            **{p: values[p][accepted] for p in PRICES},
-            "adj_close": values["adj_close"][accepted] if "adj_close" in values else np.nan,
-            "volume": values["volume"][accepted] if "volume" in values else np.nan,
+            "ticker": tickers[order],
+            "trade_date": dates[order],
+            **bar,
+            "adj_close": adj_close.astype(float),
+            "volume": pd.arrays.IntegerArray(
+                np.where(unknown, 0, shares).astype(np.int64), unknown
+            ),
+            "source_file": source,
+            "ingested_at": now,
         }
     )
-    if layout == LAYOUT_ALPHAVANTAGE:
-        factor = _split_factor(tickers, dates, values["split"], usable=has_key & keep)[accepted]
-        for p in PRICES:
-            prices[p] = prices[p] / factor
-        prices["volume"] = prices["volume"] * factor
-    prices["high"] = prices[["open", "high", "low", "close"]].max(axis=1)
-    prices["low"] = prices[["open", "low", "close"]].min(axis=1)
-    if layout == LAYOUT_YFINANCE or (layout == LAYOUT_YF_DOWNLOAD and "adj_close" not in cols):
-        prices["adj_close"] = prices["close"]
-    prices["adj_close"] = prices["adj_close"].astype(float)
-    prices["volume"] = prices["volume"].astype(float).round().astype("Int64")
-    prices["source_file"] = source
-    prices["ingested_at"] = now
-    prices = prices.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
 
-    date_text = field["date"][refused]
+    date_text = strings("date", refused)
+    refused_tickers = tickers[refused]
     rejected = pd.DataFrame(
         {
             "source_file": source,
-            "line_number": rec["line"][refused].astype("int64"),
-            "ticker": tickers[refused].where(tickers[refused] != "", None),
-            "trade_date": date_text.where(date_text != "", None),
+            "line_number": rec.line[refused].astype("int64"),
+            "ticker": np.where(refused_tickers != "", refused_tickers, None),
+            "trade_date": np.where(date_text != "", date_text, None),
             "column_name": column[refused],
             "reason": reason[refused],
-            "raw_record": rec["raw"][refused],
+            "raw_record": rec.raw_text(refused),
             "rejected_at": now,
         }
-    ).reset_index(drop=True)
-    if "ticker" in cols:
-        tickers_seen = sorted(set(tickers[has_key & ticker_ok.to_numpy()]))
-    else:
-        tickers_seen = [tickers.iloc[0]]
+    )
+    tickers_seen = sorted(set(tickers[has_key & ticker_ok])) if "ticker" in cols else [fixed]
     file_record = {
         "source_file": source,
         "content_sha256": sha256,

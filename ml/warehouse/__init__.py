@@ -120,6 +120,14 @@ class Warehouse(abc.ABC):
         """
         yield
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Reuse one connection for the many short steps inside (an ingest of many files).
+
+        Each step still commits on its own; engines without per-connection cost (BigQuery)
+        need nothing: this default does nothing."""
+        yield
+
     @abc.abstractmethod
     def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
         """Create the schemas and contract tables if missing; add contract columns that an

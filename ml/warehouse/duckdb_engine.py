@@ -69,10 +69,15 @@ class DuckDBWarehouse(Warehouse):
             raise ConfigError(f"target {settings.target!r}: the DuckDB profile needs a `path`")
         self.path = Path(path).resolve()
         self.lock_wait_seconds = float(os.environ.get("STOCKCAST_LOCK_WAIT_SECONDS", "300"))
+        self._session_connection = None
+        self._session_schemas: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def connect(self, read_only: bool = False) -> Iterator:
+        if self._session_connection is not None:
+            yield self._session_connection
+            return
         if read_only and not self.path.exists():
             raise WarehouseError(f"no warehouse at {self.path}: run `stockcast ingest` first")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +86,21 @@ class DuckDBWarehouse(Warehouse):
             yield con
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """One read-write connection for every step inside: opening the file (and closing it,
+        which checkpoints) per step cost more than loading a typical file."""
+        if self._session_connection is not None:
+            yield
+            return
+        with self.connect() as con:
+            self._session_connection = con
+            try:
+                yield
+            finally:
+                self._session_connection = None
+                self._session_schemas.clear()
 
     def _open(self, read_only: bool):
         """Connect, waiting (bounded) while another process holds the file's lock.
@@ -238,6 +258,8 @@ class DuckDBWarehouse(Warehouse):
 
     # -- writes -----------------------------------------------------------------------------
     def ensure_schema(self, schemas: tuple[str, ...] = SCHEMAS) -> None:
+        if self._session_connection is not None and self._session_schemas.issuperset(schemas):
+            return  # created or checked earlier on this connection
         with self.connect() as con:
             for schema in schemas:
                 con.execute(f"create schema if not exists {schema}")
@@ -257,6 +279,8 @@ class DuckDBWarehouse(Warehouse):
                             f"alter table {self.table(table.full_name)} "
                             f"add column {column.name} {TYPES[column.type]}"
                         )
+        if self._session_connection is not None:
+            self._session_schemas.update(schemas)
 
     def _load_price_file(self, staged, rejected, file_record, drop_history) -> UpsertCounts:
         source_file = file_record["source_file"]
@@ -269,6 +293,14 @@ class DuckDBWarehouse(Warehouse):
                     [ticker, *files],
                 )
             con.register("staged_prices", staged)
+            # The file's tickers as literals: DuckDB then skips the stored row groups of other
+            # tickers (their min/max) instead of joining the whole table for every file.
+            tickers = sorted(staged["ticker"].unique())
+            stored = (
+                f"(select * from {target} where ticker in ({', '.join('?' for _ in tickers)}))"
+                if tickers
+                else target
+            )
             # One pass: per file that last loaded the matched rows, how many rows are new and
             # how many change.
             by_previous_file = con.execute(
@@ -278,31 +310,38 @@ class DuckDBWarehouse(Warehouse):
                     count(*) filter (where p.ticker is null),
                     count(*) filter (where p.ticker is not null and ({PRICE_CHANGED}))
                 from staged_prices s
-                left join {target} p using (ticker, trade_date)
+                left join {stored} p using (ticker, trade_date)
                 group by p.source_file
                 order by p.source_file
-                """
+                """,
+                tickers,
             ).fetchall()
-            con.execute(
-                f"""
-                update {target} p set
-                    {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
-                    source_file = s.source_file,
-                    ingested_at = s.ingested_at
-                from staged_prices s
-                where p.ticker = s.ticker and p.trade_date = s.trade_date and ({PRICE_CHANGED})
-                """
-            )
-            con.execute(
-                f"""
-                insert into {target}
-                select s.* from staged_prices s
-                where not exists (
-                    select 1 from {target} p
+            changed = sum(int(row[2]) for row in by_previous_file)
+            if changed:
+                con.execute(
+                    f"""
+                    update {target} p set
+                        {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
+                        source_file = s.source_file,
+                        ingested_at = s.ingested_at
+                    from staged_prices s
                     where p.ticker = s.ticker and p.trade_date = s.trade_date
+                        and p.ticker in ({", ".join("?" for _ in tickers)})
+                        and ({PRICE_CHANGED})
+                    """,
+                    tickers,
                 )
-                """
-            )
+            if sum(int(row[1]) for row in by_previous_file) == len(staged):
+                con.execute(f"insert into {target} select * from staged_prices")
+            else:
+                con.execute(
+                    f"""
+                    insert into {target}
+                    select s.* from staged_prices s
+                    anti join {stored} p using (ticker, trade_date)
+                    """,
+                    tickers,
+                )
             con.unregister("staged_prices")
             counts = upsert_counts(by_previous_file, len(staged), source_file)
             ledger = conform(pd.DataFrame([ledger_record(file_record, counts)]), INGESTED_FILES)
