@@ -1,0 +1,164 @@
+{#-
+    Incremental runs of fct_daily_indicators: what changed since the last build, and where
+    each changed ticker resumes.
+
+    A bar is new or corrected when its `ingested_at` (set by ingest on every inserted or
+    updated row; unchanged rows keep theirs) is later than the newest `ingested_at` the mart
+    was built from. Per ticker, the first such trade_date is where the recompute starts; the
+    bars before it are unchanged, so the stored indicators of the last of them are the exact
+    state to continue from (see daily_indicator_ctes).
+    Deleted bars (a file replacing a ticker's history) leave no row to date: when the number of
+    bars before the first change (or in all) differs between the prices and the mart, or fewer
+    than 50 bars would be kept (SMA(50) and the seeds need them), the whole ticker is rebuilt.
+-#}
+
+{#- delete+insert on DuckDB; merge on BigQuery (partitioned by month, clustered by ticker). -#}
+{% macro indicator_incremental_strategy() -%}
+    {{ return(adapter.dispatch('indicator_incremental_strategy', 'stockcast')()) }}
+{%- endmacro %}
+
+{% macro default__indicator_incremental_strategy() -%}
+    {{ return('delete+insert') }}
+{%- endmacro %}
+
+{% macro bigquery__indicator_incremental_strategy() -%}
+    {{ return('merge') }}
+{%- endmacro %}
+
+
+{#- Bars kept before a restart: SMA(50) needs 49 earlier closes, and the state bar must be
+    past every warm-up (MACD signal: bar 33). -#}
+{% macro indicator_context_bars() -%}
+    {{ return(50) }}
+{%- endmacro %}
+
+
+{#- True when the stored mart has the columns an incremental run resumes from (a mart built
+    before incremental runs existed lacks them: it is then rebuilt through the same path). -#}
+{% macro indicator_state_available(relation) -%}
+    {%- if not execute -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- set names = adapter.get_columns_in_relation(relation) | map(attribute='name') | map('lower') | list -%}
+    {{ return('rsi_average_gain' in names and 'rsi_average_loss' in names and 'ingested_at' in names) }}
+{%- endmacro %}
+
+
+{#- One row per ticker to recompute: first_changed_date (NULL: none dated) and
+    recompute_all (rebuild the whole ticker). -#}
+{% macro indicator_change_points(prices, stored) -%}
+    with
+
+    loaded as (
+
+        select max(ingested_at) as loaded_until
+        from {{ stored }}
+
+    ),
+
+    changed_bars as (
+
+        select
+            prices.ticker,
+            min(prices.trade_date) as first_changed_date
+
+        from {{ prices }} as prices
+        cross join loaded
+        where loaded.loaded_until is null or prices.ingested_at > loaded.loaded_until
+        group by prices.ticker
+
+    ),
+
+    current_bars as (
+
+        select
+            prices.ticker,
+            count(*) as bars_before
+
+        from {{ prices }} as prices
+        left join changed_bars
+            on prices.ticker = changed_bars.ticker
+        where
+            changed_bars.first_changed_date is null
+            or prices.trade_date < changed_bars.first_changed_date
+        group by prices.ticker
+
+    ),
+
+    stored_bars as (
+
+        select
+            stored.ticker,
+            count(*) as bars_before
+
+        from {{ stored }} as stored
+        left join changed_bars
+            on stored.ticker = changed_bars.ticker
+        where
+            changed_bars.first_changed_date is null
+            or stored.trade_date < changed_bars.first_changed_date
+        group by stored.ticker
+
+    ),
+
+    tickers as (
+
+        select ticker from changed_bars
+        union distinct
+        select ticker from current_bars
+        union distinct
+        select ticker from stored_bars
+
+    ),
+
+    change_points as (
+
+        select
+            tickers.ticker,
+            changed_bars.first_changed_date,
+            coalesce(current_bars.bars_before, 0)
+            != coalesce(stored_bars.bars_before, 0) as bars_differ,
+            coalesce(stored_bars.bars_before, 0) < {{ stockcast.indicator_context_bars() }}
+                as too_few_bars_kept
+
+        from tickers
+        left join changed_bars
+            on tickers.ticker = changed_bars.ticker
+        left join current_bars
+            on tickers.ticker = current_bars.ticker
+        left join stored_bars
+            on tickers.ticker = stored_bars.ticker
+
+    )
+
+    select
+        ticker,
+        first_changed_date,
+        bars_differ or too_few_bars_kept as recompute_all
+
+    from change_points
+    where first_changed_date is not null or bars_differ
+{%- endmacro %}
+
+
+{#- Pre-hook of fct_daily_indicators: on an incremental run, delete the stored rows from each
+    changed ticker's first changed bar on (all its rows when it is rebuilt whole). The model
+    then appends every bar after each ticker's last stored one. -#}
+{% macro delete_changed_indicator_rows() -%}
+    {%- if is_incremental() -%}
+        {%- if stockcast.indicator_state_available(this) %}
+    delete from {{ this }} as stored
+    where exists (
+        select 1
+        from (
+            {{ stockcast.indicator_change_points(ref('stg_raw__daily_prices'), this) }}
+        ) as changes
+        where
+            changes.ticker = stored.ticker
+            and (changes.recompute_all or stored.trade_date >= changes.first_changed_date)
+    )
+        {%- else %}
+    delete from {{ this }} where true
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
