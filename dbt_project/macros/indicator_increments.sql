@@ -162,3 +162,153 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+
+{#- The CTEs `indicator_inputs` (the bars to compute, as daily_indicator_ctes reads them) and
+    `output_prices` (the bars to write). `stored` none: every bar of `prices` (full build);
+    else the mart so far: only the bars after each ticker's last stored one, with the 50
+    stored bars up to it as context and its indicators as state. -#}
+{% macro indicator_input_ctes(prices, stored) -%}
+{%- if stored is none %}
+indicator_inputs as (
+
+    select
+        ticker,
+        trade_date,
+        close,
+        0 as index_offset
+
+    from {{ prices }}
+
+),
+
+output_prices as (
+
+    select * from {{ prices }}
+
+)
+{%- else %}
+stored as (
+
+    select * from {{ stored }}
+
+),
+
+stored_tails as (
+
+    select
+        ticker,
+        max(price_index) as state_index,
+        max(trade_date) as state_date
+
+    from stored
+    group by ticker
+
+),
+
+new_prices as (
+
+    select
+        prices.*,
+        stored_tails.state_index
+
+    from {{ prices }} as prices
+    left join stored_tails
+        on prices.ticker = stored_tails.ticker
+    where stored_tails.ticker is null or prices.trade_date > stored_tails.state_date
+
+),
+
+resumed_tickers as (
+
+    select distinct
+        ticker,
+        state_index
+
+    from new_prices
+    where state_index is not null
+
+),
+
+{#- The indicators stored for each resumed ticker's last kept bar. MACD's fast EMA is not
+    stored: it is macd + ema_26. -#}
+stored_states as (
+
+    select
+        stored.ticker,
+        stored.price_index as state_index,
+        stored.ema_12 as state_ema_12,
+        stored.ema_26 as state_ema_26,
+        stored.macd + stored.ema_26 as state_macd_fast_ema,
+        stored.rsi_average_gain as state_average_gain,
+        stored.rsi_average_loss as state_average_loss,
+        stored.macd_signal as state_macd_signal,
+        stored.rsi_14 as state_rsi_14
+
+    from stored
+    inner join resumed_tickers
+        on
+            stored.ticker = resumed_tickers.ticker
+            and stored.price_index = resumed_tickers.state_index
+
+),
+
+context_bars as (
+
+    select
+        stored.ticker,
+        stored.trade_date,
+        stored.close
+
+    from stored
+    inner join resumed_tickers
+        on
+            stored.ticker = resumed_tickers.ticker
+            and stored.price_index
+            > resumed_tickers.state_index - {{ stockcast.indicator_context_bars() }}
+
+),
+
+indicator_inputs as (
+
+    select
+        bars.ticker,
+        bars.trade_date,
+        bars.close,
+        coalesce(
+            stored_states.state_index - {{ stockcast.indicator_context_bars() - 1 }}, 0
+        ) as index_offset,
+        stored_states.state_index,
+        stored_states.state_ema_12,
+        stored_states.state_ema_26,
+        stored_states.state_macd_fast_ema,
+        stored_states.state_average_gain,
+        stored_states.state_average_loss,
+        stored_states.state_macd_signal,
+        stored_states.state_rsi_14
+
+    from (
+        select
+            ticker,
+            trade_date,
+            close
+        from context_bars
+        union all
+        select
+            ticker,
+            trade_date,
+            close
+        from new_prices
+    ) as bars
+    left join stored_states
+        on bars.ticker = stored_states.ticker
+
+),
+
+output_prices as (
+
+    select * from new_prices
+
+)
+{%- endif %}
+{%- endmacro %}
