@@ -50,9 +50,10 @@ INDICATORS = [
 
 def _tree_rss(process: psutil.Process) -> int:
     total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
+    with contextlib.suppress(psutil.Error):
+        for proc in [process, *process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
     return total
 
 
