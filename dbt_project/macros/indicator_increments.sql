@@ -146,21 +146,41 @@
     then appends every bar after each ticker's last stored one. -#}
 {% macro delete_changed_indicator_rows() -%}
     {%- if is_incremental() -%}
-        {%- if stockcast.indicator_state_available(this) %}
-    delete from {{ this }} as stored
-    where exists (
-        select 1
-        from (
-            {{ stockcast.indicator_change_points(ref('stg_raw__daily_prices'), this) }}
-        ) as changes
-        where
-            changes.ticker = stored.ticker
-            and (changes.recompute_all or stored.trade_date >= changes.first_changed_date)
-    )
+        {%- if stockcast.indicator_state_available(this) -%}
+            {{ stockcast.delete_from_change_points(
+                this, stockcast.indicator_change_points(ref('stg_raw__daily_prices'), this)
+            ) }}
         {%- else %}
     delete from {{ this }} where true
         {%- endif -%}
     {%- endif -%}
+{%- endmacro %}
+
+
+{#- Delete the rows of `target` at or after each ticker's change point. DuckDB: a DELETE ...
+    USING join (a correlated EXISTS is decorrelated into a grouping of every stored row, about
+    4 times slower); elsewhere EXISTS. -#}
+{% macro delete_from_change_points(target, change_points) -%}
+    {{ return(adapter.dispatch('delete_from_change_points', 'stockcast')(target, change_points)) }}
+{%- endmacro %}
+
+{% macro default__delete_from_change_points(target, change_points) -%}
+    delete from {{ target }} as stored
+    where exists (
+        select 1
+        from ({{ change_points }}) as changes
+        where
+            changes.ticker = stored.ticker
+            and (changes.recompute_all or stored.trade_date >= changes.first_changed_date)
+    )
+{%- endmacro %}
+
+{% macro duckdb__delete_from_change_points(target, change_points) -%}
+    delete from {{ target }} as stored
+    using ({{ change_points }}) as changes
+    where
+        changes.ticker = stored.ticker
+        and (changes.recompute_all or stored.trade_date >= changes.first_changed_date)
 {%- endmacro %}
 
 
@@ -188,12 +208,6 @@ output_prices as (
 
 )
 {%- else %}
-stored as (
-
-    select * from {{ stored }}
-
-),
-
 stored_tails as (
 
     select
@@ -201,7 +215,7 @@ stored_tails as (
         max(price_index) as state_index,
         max(trade_date) as state_date
 
-    from stored
+    from {{ stored }}
     group by ticker
 
 ),
@@ -245,7 +259,7 @@ stored_states as (
         stored.macd_signal as state_macd_signal,
         stored.rsi_14 as state_rsi_14
 
-    from stored
+    from {{ stored }} as stored
     inner join resumed_tickers
         on
             stored.ticker = resumed_tickers.ticker
@@ -260,7 +274,7 @@ context_bars as (
         stored.trade_date,
         stored.close
 
-    from stored
+    from {{ stored }} as stored
     inner join resumed_tickers
         on
             stored.ticker = resumed_tickers.ticker
