@@ -78,6 +78,10 @@ benchmark: install ## Scale ratios in one run: ingest vs plain pyarrow read, ind
 benchmark-run: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
 	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
 
+.PHONY: benchmark-indicators
+benchmark-indicators: install ## Indicator mart vs TA-Lib, full build and one-day incremental (all shared tickers)
+	$(UV) run --frozen python benchmarks/indicator_speed.py --data $(SHARED)
+
 .PHONY: forecast-quality
 forecast-quality: install ## Walk-forward backtests behind docs/forecast-quality.md (main, regimes, ablation; ~20 min)
 	$(UV) run --frozen python benchmarks/forecast_quality.py --data $(SHARED)/yahoo_sp500_daily

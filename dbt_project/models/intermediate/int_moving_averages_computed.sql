@@ -1,15 +1,25 @@
 {#-
     Simple moving averages of close (TA-Lib SMA): the mean of the last n closes, NULL for the
-    first n - 1 bars of each ticker.
+    first n - 1 bars of each ticker. A view on the daily_indicator_ctes macro, the code that
+    builds fct_daily_indicators (the unit tests check that code on TA-Lib's values).
 -#}
+{{ config(materialized='view') }}
 
 with
 
 prices as (
 
-    select * from {{ ref('int_prices_sequenced') }}
+    select
+        ticker,
+        trade_date,
+        close,
+        0 as index_offset
+
+    from {{ ref('int_prices_sequenced') }}
 
 ),
+
+{{ stockcast.daily_indicator_ctes('prices') }},
 
 final as (
 
@@ -17,40 +27,12 @@ final as (
         ticker,
         trade_date,
         price_index,
-        case
-            when price_index >= 4
-                then avg(close) over (
-                    partition by ticker
-                    order by price_index
-                    rows between 4 preceding and current row
-                )
-        end as sma_5,
-        case
-            when price_index >= 14
-                then avg(close) over (
-                    partition by ticker
-                    order by price_index
-                    rows between 14 preceding and current row
-                )
-        end as sma_15,
-        case
-            when price_index >= 19
-                then avg(close) over (
-                    partition by ticker
-                    order by price_index
-                    rows between 19 preceding and current row
-                )
-        end as sma_20,
-        case
-            when price_index >= 49
-                then avg(close) over (
-                    partition by ticker
-                    order by price_index
-                    rows between 49 preceding and current row
-                )
-        end as sma_50
+        sma_5,
+        sma_15,
+        sma_20,
+        sma_50
 
-    from prices
+    from indicator_values
 
 )
 

@@ -2,6 +2,8 @@
     Numbers each ticker's bars 0, 1, 2, ... in trade_date order: the indicator models define
     warm-up periods and seeds by this index, exactly as TA-Lib does on an array of closes.
 -#}
+{{ config(materialized='view') }}
+
 with
 
 prices as (

@@ -8,89 +8,28 @@
         talib: its zero test is exact, even averages of 1e-310 give 100).
     During a run of unchanged closes both averages decay by the same factor, so the RSI stays
     at its value from the last move. After two blocks (about 1,600 bars) of unchanged closes the
-    smoothing macro's truncated sums reach exactly 0 while TA-Lib's are still positive, so the
-    RSI of the last bar with non-zero averages is carried forward instead.
+    smoothing's truncated sums reach exactly 0 while TA-Lib's are still positive, so the RSI of
+    the last bar with non-zero averages is carried forward instead.
+    Computed by the daily_indicator_ctes macro (the code that builds fct_daily_indicators); a
+    view.
 -#}
+{{ config(materialized='view') }}
+
 with
 
 prices as (
 
-    select * from {{ ref('int_prices_sequenced') }}
-
-),
-
-price_changes as (
-
     select
         ticker,
         trade_date,
-        price_index,
-        close - lag(close) over (
-            partition by ticker
-            order by price_index
-        ) as close_change
+        close,
+        0 as index_offset
 
-    from prices
+    from {{ ref('int_prices_sequenced') }}
 
 ),
 
-gains_and_losses as (
-
-    select
-        ticker,
-        trade_date,
-        price_index,
-        case when close_change > 0 then close_change else 0 end as gain,
-        case when close_change < 0 then -close_change else 0 end as loss
-
-    from price_changes
-
-),
-
-average_gain as (
-
-    {{ exponential_smoothing(
-        relation='gains_and_losses',
-        value='gain',
-        alpha_numerator=1,
-        alpha_denominator=14,
-        seed_index=14,
-        seed_value='avg(gain) over (partition by ticker order by price_index rows between 13 preceding and current row)',
-        output='average_gain'
-    ) }}
-
-),
-
-average_loss as (
-
-    {{ exponential_smoothing(
-        relation='average_gain',
-        value='loss',
-        alpha_numerator=1,
-        alpha_denominator=14,
-        seed_index=14,
-        seed_value='avg(loss) over (partition by ticker order by price_index rows between 13 preceding and current row)',
-        output='average_loss'
-    ) }}
-
-),
-
-rsi_from_averages as (
-
-    select
-        ticker,
-        trade_date,
-        price_index,
-        average_gain,
-        average_loss,
-        case
-            when average_gain + average_loss > 0
-                then 100 * average_gain / (average_gain + average_loss)
-        end as rsi_from_averages
-
-    from average_loss
-
-),
+{{ stockcast.daily_indicator_ctes('prices') }},
 
 final as (
 
@@ -100,20 +39,9 @@ final as (
         price_index,
         average_gain,
         average_loss,
-        case
-            when price_index >= 14
-                then coalesce(
-                    rsi_from_averages,
-                    last_value(rsi_from_averages ignore nulls) over (
-                        partition by ticker
-                        order by price_index
-                        rows between unbounded preceding and current row
-                    ),
-                    0
-                )
-        end as rsi_14
+        rsi_14
 
-    from rsi_from_averages
+    from indicator_values
 
 )
 

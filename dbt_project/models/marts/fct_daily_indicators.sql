@@ -1,81 +1,67 @@
 {#-
     One row per (ticker, trade_date): the bar and its technical indicators, equal to TA-Lib's
     SMA, EMA, MACD(12, 26, 9) and RSI(14) on the ticker's closes (NULL during warm-up).
+
+    Incremental: the first build computes every bar (daily_indicator_ctes macro). Later runs
+    recompute only the tickers with new or corrected bars (indicator_increments.sql), from
+    their first changed bar on: the pre-hook deletes those rows, and this model continues each
+    ticker from the stored indicators of its last kept bar (the exact recursion state) with
+    the 49 bars before it as context. `dbt build --full-refresh` recomputes everything.
 -#}
-{{ config(partition_by=stockcast.month_partition('trade_date')) }}
+{{ config(
+    materialized='incremental',
+    incremental_strategy=stockcast.indicator_incremental_strategy(),
+    unique_key=['ticker', 'trade_date'],
+    on_schema_change='append_new_columns',
+    partition_by=stockcast.month_partition('trade_date'),
+    pre_hook="{{ stockcast.delete_changed_indicator_rows() }}",
+) }}
+
+{%- set stateful = is_incremental() and stockcast.indicator_state_available(this) %}
 
 with
 
 prices as (
 
-    select * from {{ ref('int_prices_sequenced') }}
+    select * from {{ ref('stg_raw__daily_prices') }}
 
 ),
 
-moving_averages as (
+{{ stockcast.indicator_input_ctes('prices', this if stateful else none) }},
 
-    select * from {{ ref('int_moving_averages_computed') }}
-
-),
-
-emas as (
-
-    select * from {{ ref('int_ema_computed') }}
-
-),
-
-macd as (
-
-    select * from {{ ref('int_macd_computed') }}
-
-),
-
-rsi as (
-
-    select * from {{ ref('int_rsi_computed') }}
-
-),
+{{ stockcast.daily_indicator_ctes('indicator_inputs', stateful=stateful) }},
 
 final as (
 
     select
-        prices.ticker,
-        prices.trade_date,
-        prices.price_index,
-        prices.open,
-        prices.high,
-        prices.low,
-        prices.close,
-        prices.adj_close,
-        prices.volume,
-        moving_averages.sma_5,
-        moving_averages.sma_15,
-        moving_averages.sma_20,
-        moving_averages.sma_50,
-        emas.ema_12,
-        emas.ema_26,
-        macd.macd,
-        macd.macd_signal,
-        macd.macd_hist,
-        rsi.rsi_14
+        output_prices.ticker,
+        output_prices.trade_date,
+        indicator_values.price_index,
+        output_prices.open,
+        output_prices.high,
+        output_prices.low,
+        output_prices.close,
+        output_prices.adj_close,
+        output_prices.volume,
+        indicator_values.sma_5,
+        indicator_values.sma_15,
+        indicator_values.sma_20,
+        indicator_values.sma_50,
+        indicator_values.ema_12,
+        indicator_values.ema_26,
+        indicator_values.macd,
+        indicator_values.macd_signal,
+        indicator_values.macd_hist,
+        indicator_values.rsi_14,
+        indicator_values.average_gain as rsi_average_gain,
+        indicator_values.average_loss as rsi_average_loss,
+        output_prices.ingested_at
 
-    from prices
-    inner join moving_averages
+    from indicator_values
+    inner join output_prices
         on
-            prices.ticker = moving_averages.ticker
-            and prices.trade_date = moving_averages.trade_date
-    inner join emas
-        on
-            prices.ticker = emas.ticker
-            and prices.trade_date = emas.trade_date
-    inner join macd
-        on
-            prices.ticker = macd.ticker
-            and prices.trade_date = macd.trade_date
-    inner join rsi
-        on
-            prices.ticker = rsi.ticker
-            and prices.trade_date = rsi.trade_date
+            indicator_values.ticker = output_prices.ticker
+            and indicator_values.trade_date = output_prices.trade_date
 
 )
 
