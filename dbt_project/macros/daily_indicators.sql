@@ -133,7 +133,7 @@
 {%- endmacro %}
 
 {% macro default__last_non_null(value, order_by) -%}
-    array_agg({{ value }} ignore nulls order by {{ order_by }} desc limit 1)[safe_offset(0)]
+    array_agg({{ value }} ignore nulls order by {{ order_by }} desc)[safe_offset(0)]
 {%- endmacro %}
 
 {% macro duckdb__last_non_null(value, order_by) -%}
