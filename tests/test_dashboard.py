@@ -230,6 +230,7 @@ def test_ticker_figure_has_candles_bands_and_indicator_panels_on_one_axis(marts)
     assert band.y[0] == band.y[-1] == pytest.approx(forecast["as_of_close"].iloc[0])
     assert list(band.y[1:11]) == pytest.approx(forecast["lower_80"].tolist())
     assert list(band.y[11:21]) == pytest.approx(forecast["upper_80"].tolist()[::-1])
+
     # RSI with its 30/70 lines, MACD line, signal and histogram, sharing the date axis.
     rsi = next(t for t in figure.data if t.name == "RSI 14")
     assert rsi.yaxis == "y3"
@@ -238,6 +239,14 @@ def test_ticker_figure_has_candles_bands_and_indicator_panels_on_one_axis(marts)
     macd = [t for t in figure.data if t.yaxis == "y4"]
     assert sorted(t.name for t in macd) == ["MACD", "MACD histogram", "signal"]
     assert [figure.layout[axis].matches for axis in ("xaxis", "xaxis2", "xaxis3")] == ["x4"] * 3
+
+
+@needs_data
+def test_the_baseline_forecast_is_named_as_such_not_as_a_version(marts):
+    bars = marts["indicators"].query("ticker == 'KO' and trade_date >= '2021-06-01'")
+    forecast = marts["forecasts"].query("ticker == 'KO'").assign(model_version="baseline")
+    names = [t.name for t in figures.ticker_figure("KO", bars, forecast).data]
+    assert "forecast (baseline)" in names and not any(n.startswith("forecast (v") for n in names)
 
 
 def test_published_forecasts_draw_in_sample_ones_apart():

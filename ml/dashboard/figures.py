@@ -75,7 +75,12 @@ def forecast_traces(forecast: pd.DataFrame) -> list[go.Scatter]:
                 )
             )
     version = rows["model_version"].iloc[0] if "model_version" in rows else None
-    label = f"forecast (v{version})" if version and not pd.isna(version) else "forecast"
+    if version is None or pd.isna(version) or not str(version):
+        label = "forecast"
+    elif str(version).isdigit():
+        label = f"forecast (v{version})"
+    else:  # the naive_ewma baseline's version is "baseline"
+        label = f"forecast ({version})"
     traces.append(
         go.Scatter(
             x=x,

@@ -182,6 +182,11 @@ def ticker_page() -> None:
     busy_notice()
 
 
+def _version(version) -> str:
+    """``v3`` for a registered version; the baseline's ``baseline`` as it is."""
+    return f"v{version}" if str(version).isdigit() else str(version)
+
+
 def _forecast_table(forecast: pd.DataFrame) -> None:
     st.subheader("Latest forecast")
     if forecast.empty:
@@ -190,8 +195,8 @@ def _forecast_table(forecast: pd.DataFrame) -> None:
     first = forecast.iloc[0]
     st.caption(
         f"As of {pd.Timestamp(first['as_of_date']).date()} (close {first['as_of_close']:.2f}), "
-        f"model {first['model_name']} v{first['model_version']}; bounds of the 80% and 95% "
-        "prediction intervals, on trading days."
+        f"model {first['model_name']} {_version(first['model_version'])}; bounds of the 80% "
+        "and 95% prediction intervals, on trading days."
     )
     table = forecast[
         ["horizon", "target_date", "predicted_close", "lower_80", "upper_80", "lower_95",
