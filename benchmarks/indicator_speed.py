@@ -281,6 +281,43 @@ def measure(source: str | Path, work_dir: str | Path | None = None) -> dict:
     return result
 
 
+def scale_rows(work: Path, shared: Path) -> list[dict]:
+    """The indicator rows of ``benchmarks/scale.py`` (``make benchmark``), shaped as its ingest
+    rows: the full build beside TA-Lib, the one-day increment beside the full build."""
+    result = measure(shared, Path(work) / "indicators")
+    (RESULTS).write_text(json.dumps(result, indent=2) + "\n")
+
+    def step(seconds: float, run: dict) -> dict:
+        return {
+            "seconds": seconds,
+            "peak_rss_mib": run["peak_rss_mib"],
+            "load_average": run["load_average_1min"][-1],
+        }
+
+    talib, full = result["talib_python"], result["dbt_full_build"]
+    increment = result["dbt_incremental_one_day"]
+    return [
+        {
+            "row": "indicators: full build vs TA-Lib",
+            "measured": step(full["model_seconds"], full),
+            "reference": {
+                "what": "TA-Lib in Python: read + compute + write (target <= 3x)",
+                **step(talib["total_seconds"], talib),
+            },
+            "ratio": result["full_build_over_talib"],
+        },
+        {
+            "row": "indicators: one-day incremental vs full",
+            "measured": step(increment["model_seconds"], increment),
+            "reference": {
+                "what": "the full build (target <= 0.05x)",
+                **step(full["model_seconds"], full),
+            },
+            "ratio": result["incremental_over_full_build"],
+        },
+    ]
+
+
 def table(result: dict) -> str:
     talib, full = result["talib_python"], result["dbt_full_build"]
     incremental = result["dbt_incremental_one_day"]
