@@ -411,8 +411,9 @@ def train(force, **options) -> None:
     "--since",
     type=click.DateTime(["%Y-%m-%d"]),
     help="Backfill: forecast as of every trading day from this date (YYYY-MM-DD) with the "
-    "champion, keeping forecasts already published; those whose target date the champion was "
-    "fitted on are flagged in-sample and kept out of the accuracy marts. Publish them with "
+    "champion (or the baseline while there is none), keeping forecasts already published; "
+    "those whose target date the champion was fitted on are flagged in-sample and kept out of "
+    "the accuracy marts. Publish them with "
     "`stockcast transform --select source:ml.predicted_prices+`.",
 )
 def score(tickers: tuple[str, ...], since) -> None:
@@ -787,6 +788,55 @@ def demo() -> None:
     path = write_demo_prices(home / "input")
     click.echo(f"demo data: {path} (GOOG daily bars 2004-2013 from the backtesting package)")
     _run([path], None, retrain=False)
+    _demo_history()
+    click.echo("see it: make dashboard DEMO=1 (= stockcast dashboard --demo)")
+
+
+# What the demo adds so that the dashboard means something on day one: a walk-forward
+# backtest beside naive and the EWMA baseline, and the published model's forecasts backfilled
+# over the last months, so realized accuracy can be shown at once.
+DEMO_BACKTEST_FOLDS = 2
+DEMO_BACKFILL_SESSIONS = 126
+
+
+def _demo_history() -> None:
+    from ml.backtest import BacktestConfig
+    from ml.backtest import backtest as run_backtest
+    from ml.fitting import TrainConfig
+    from ml.score import score
+    from ml.transform import transform
+
+    ctx = _context()
+    click.echo("== backtest (walk-forward, for the dashboard's model page)")
+    config = BacktestConfig(
+        n_folds=DEMO_BACKTEST_FOLDS, models=("lstm", "naive", "ewma"), train=TrainConfig()
+    )
+    result = run_backtest(ctx, config, progress=_echo)
+    click.echo(f"stored in ml.backtest_metrics and MLflow run {result.run_id}")
+    sessions = ctx.warehouse.query_df(
+        f"select distinct trade_date from {ctx.warehouse.table('raw.daily_prices')} "
+        f"order by trade_date desc limit {DEMO_BACKFILL_SESSIONS}"
+    )
+    since = _as_date(sessions["trade_date"].min())
+    click.echo(f"== backfill forecasts since {since} (realized accuracy on day one)")
+    try:
+        backfilled = score(ctx, progress=_echo, since=since)
+        click.echo(f"wrote {backfilled.rows_written} backfilled forecasts")
+    except ValueError as exc:  # a rerun: everything since then is published already
+        click.echo(str(exc))
+    click.echo("== publish forecast and backtest marts (dbt build)")
+    transform(
+        ctx,
+        select="source:ml.predicted_prices+ source:ml.backtest_metrics+ "
+        "source:ml.backtest_forecasts+",
+        echo=_echo,
+    )
+
+
+def _as_date(value) -> date:
+    import pandas as pd
+
+    return pd.Timestamp(value).date()
 
 
 @main.command(help="Download daily bars with yfinance (needs a network) and ingest them.")

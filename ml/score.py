@@ -96,12 +96,7 @@ def score(
     say = progress or (lambda message: None)
     ctx.tracking()
     if registry.champion_version() is None:
-        if since is not None:
-            raise LookupError(
-                "no champion to backfill with (no model has passed the promotion gate): "
-                "`stockcast train` first, or score without --since"
-            )
-        return score_baseline(ctx, tickers, say)
+        return score_baseline(ctx, tickers, say, since=since)
     champion = registry.load_champion()
     window = int(champion.meta["window"])
 
@@ -202,9 +197,16 @@ def _without_published(warehouse, windows, since: date, say):
     return windows.take(keep)
 
 
-def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) -> ScoreResult:
+def score_baseline(
+    ctx: RunContext,
+    tickers: list[str] | None = None,
+    say=None,
+    since: date | None = None,
+) -> ScoreResult:
     """Publish the baseline: the naive point forecast (predicted close = the as-of close) with
-    RiskMetrics EWMA 80/95% intervals, for every ticker whose last bar has complete features.
+    RiskMetrics EWMA 80/95% intervals, for every ticker whose last bar has complete features;
+    with ``since``, as of every trading day from then on not yet published (a backfill; the
+    baseline fits nothing, so none of it is in-sample).
 
     What :func:`score` writes when no champion exists (nothing has passed the promotion gate).
     """
@@ -212,16 +214,35 @@ def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) 
 
     say = say or (lambda message: None)
     frame = build_feature_frame(load_indicators(ctx.warehouse, tickers))
-    latest = make_windows(frame, BASELINE_WINDOW, require_targets=False, last_only=True)
+    if since is None:
+        latest = make_windows(frame, BASELINE_WINDOW, require_targets=False, last_only=True)
+    else:
+        latest = make_windows(
+            frame, BASELINE_WINDOW, require_targets=False, as_of_from=pd.Timestamp(since)
+        )
+        latest = _without_published(ctx.warehouse, latest, since, say)
     skipped = sorted(set(frame["ticker"].unique()) - set(latest.tickers))
     if len(latest) == 0:
+        if since is not None:
+            raise ValueError(
+                f"nothing to backfill since {since}: every as-of date from then on is already "
+                "published, or no ticker has a complete feature row"
+            )
         raise ValueError(
             "no ticker has a complete feature row (after indicator warm-up) to forecast"
         )
-    say(
-        f"forecasting {len(latest)} tickers with the {BASELINE_MODEL_NAME} baseline "
-        "(no model has passed the promotion gate)"
-    )
+    if since is None:
+        say(
+            f"forecasting {len(latest)} tickers with the {BASELINE_MODEL_NAME} baseline "
+            "(no model has passed the promotion gate)"
+        )
+    else:
+        say(
+            f"backfilling {len(latest)} forecasts ({len(set(latest.tickers))} tickers, as-of "
+            f"{pd.Timestamp(min(latest.as_of_dates)).date()}.."
+            f"{pd.Timestamp(max(latest.as_of_dates)).date()}) with the {BASELINE_MODEL_NAME} "
+            "baseline (no model has passed the promotion gate)"
+        )
     log_returns, bounds = ewma_forecasts(frame, latest)
     as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
     targets = next_trading_days(as_of, HORIZONS)
@@ -249,7 +270,12 @@ def score_baseline(ctx: RunContext, tickers: list[str] | None = None, say=None) 
         raise ValueError("the baseline produced non-finite forecasts; nothing was written")
     written = ctx.warehouse.replace_predictions(predictions)
     result = ScoreResult(
-        BASELINE_VERSION, BASELINE_RUN_ID, written, n, skipped, model_name=BASELINE_MODEL_NAME
+        BASELINE_VERSION,
+        BASELINE_RUN_ID,
+        written,
+        len(set(latest.tickers)),
+        skipped,
+        model_name=BASELINE_MODEL_NAME,
     )
     return _logged(result, predictions)
 

@@ -111,3 +111,37 @@ def test_the_score_command_says_it_published_the_baseline(home):
     assert "skipped, too little history: CCC" in result.stdout
     written = ctx.warehouse.query_df("select distinct model_name from ml.predicted_prices")
     assert written["model_name"].tolist() == ["naive_ewma"]
+
+
+def test_a_backfill_with_no_champion_publishes_the_baseline_as_of_every_day_once(home):
+    """`score --since` before any model passed the gate: the baseline as of every trading day
+    since the date (what was due is judged at once), none of it in-sample, and a rerun adds
+    nothing."""
+    from ml.score import score
+
+    ctx, mart = home
+    ctx.tracking()
+    first = score(ctx)  # the latest as-of date is published already: kept as it is
+    kept = ctx.warehouse.query_df("select scored_at from ml.predicted_prices")["scored_at"]
+    days = sorted(mart.loc[mart["ticker"] == "AAA", "trade_date"])
+    since = pd.Timestamp(days[-30]).date()
+    messages: list[str] = []
+    result = score(ctx, progress=messages.append, since=since)
+
+    assert result.baseline and result.tickers_scored == 2
+    assert result.rows_written == 2 * 29 * 10  # 30 days since, the last one published before
+    assert messages[0] == f"keeping 2 forecasts already published since {since}"
+    rows = ctx.warehouse.query_df(
+        "select ticker, as_of_date, horizon, predicted_close, model_data_end, scored_at "
+        "from ml.predicted_prices"
+    )
+    assert len(rows) == first.rows_written + result.rows_written
+    per_day = rows.groupby(["ticker", "as_of_date"]).size()
+    assert (per_day == 10).all() and len(per_day) == 2 * 30
+    assert rows["model_data_end"].isna().all()  # the baseline fits nothing: never in-sample
+    assert set(kept) <= set(rows["scored_at"])  # the earlier forecasts were not rewritten
+    for (ticker, as_of), group in rows.groupby(["ticker", "as_of_date"]):
+        close = mart.set_index(["ticker", "trade_date"]).loc[(ticker, as_of), "close"]
+        np.testing.assert_allclose(group["predicted_close"], close, rtol=1e-12)
+    with pytest.raises(ValueError, match=f"nothing to backfill since {since}"):
+        score(ctx, since=since)

@@ -4,6 +4,9 @@
     fct_backtest_forecasts gives for the same run, model, ticker scope and horizon, and so do
     coverage_80 / coverage_95 when every forecast in the scope has that interval. A warning,
     not an error: a mismatch points at the Python side and should not block the dashboards.
+    MAE agrees to 1e-6 relative, not closer: the stored log returns come from the model's
+    float32 windows (about 7 significant digits), the metrics from the float64 closes; at
+    GOOG's price level (about 700) that is a difference of about 1e-6 in the MAE.
 -#}
 {{ config(severity='warn') }}
 
@@ -95,7 +98,7 @@ where
     forecast_summaries.n_forecasts is null
     or backtest_metrics.n_forecasts <> forecast_summaries.n_forecasts
     or abs(backtest_metrics.mae - forecast_summaries.mae)
-    > 1e-9 * greatest(1, abs(forecast_summaries.mae))
+    > 1e-6 * greatest(1, abs(forecast_summaries.mae))
     or (
         backtest_metrics.coverage_80 is not null
         and forecast_summaries.n_with_80 = forecast_summaries.n_forecasts
