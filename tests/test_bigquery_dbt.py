@@ -401,3 +401,35 @@ def test_monitoring_marts_equal_duckdb(bigquery_build, client, duckdb_build, mar
             )
         else:
             assert a.astype(str).tolist() == b.astype(str).tolist(), column
+
+
+def test_the_dashboard_reads_the_same_marts_from_bigquery(
+    emulator_env, bigquery_build, duckdb_build
+) -> None:
+    """The dashboard's reader over the BigQuery target (what Looker Studio sees too): named
+    parameters, the marts listed per dataset, and the same answers as on the DuckDB file."""
+    from datetime import date
+
+    from ml.dashboard import data
+
+    prefix, _ = bigquery_build
+    bigquery = data.MartReader(warehouse_for(emulator_env, STOCKCAST_BQ_DATASET=prefix))
+    duck = data.MartReader(
+        warehouse_for({"STOCKCAST_TARGET": "dev", "STOCKCAST_DUCKDB_PATH": str(duckdb_build)})
+    )
+    assert {"fct_daily_indicators", "fct_forecasts_vs_actuals"} <= bigquery.marts()
+    assert bigquery.marts() == duck.marts()
+    assert data.tickers(bigquery) == data.tickers(duck) == sorted(TICKERS)
+    start, end = date(2019, 6, 1), date(2019, 9, 30)
+    left, right = data.bars(bigquery, "KO", start, end), data.bars(duck, "KO", start, end)
+    assert len(left) == len(right) > 60
+    np.testing.assert_allclose(left["close"].astype(float), right["close"].astype(float))
+    np.testing.assert_allclose(
+        left["rsi_14"].astype(float), right["rsi_14"].astype(float), rtol=1e-9
+    )
+    overview = data.overview(bigquery).set_index("ticker")
+    expected = data.overview(duck).set_index("ticker")
+    assert overview["last_trade_date"].astype(str).tolist() == (
+        expected["last_trade_date"].astype(str).tolist()
+    )
+    np.testing.assert_allclose(overview["last_close"], expected["last_close"])
