@@ -25,6 +25,9 @@ def stockcast_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STOCKCAST_HOME", str(home))
     monkeypatch.setenv("STOCKCAST_DUCKDB_PATH", str(home / "warehouse" / "stockcast.duckdb"))
     monkeypatch.delenv("STOCKCAST_TARGET", raising=False)
+    # mlflow.set_tracking_uri also sets this variable process-wide: an earlier test's store
+    # must not leak into this home.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return home
 
 
