@@ -19,8 +19,9 @@ apart, not only time the market. A block of a few months holds a handful of inde
 market moves, so a gain from the market's direction is one persistent trend counted many
 times: in the 2019 Q2 walk-forward (150 tickers) the 10-day weight was kept, significant in
 both halves of a rising Feb-Apr block, and the May fold's forecast went up while the market
-fell (relative MAE 1.024 in that fold, 1.005 over the three). One ticker alone has no
-cross-section, so its weights are 0.
+fell (relative MAE 1.024 in that fold, 1.005 over the three). With fewer than
+:data:`MIN_CROSS_SECTION` tickers per date there is no cross-section to test, and the time-series
+rule alone decides (a one-ticker user keeps a weight the network earns on its own series).
 
 Pure numpy: no I/O.
 """
@@ -38,6 +39,8 @@ from ml.evaluate import diebold_mariano, winkler_score
 GRID = np.linspace(0.0, 1.0, 21)
 # Two-sided DM p-value below which a weight > 0 is kept: 1%, Bonferroni over the 10 horizons.
 SIGNIFICANCE = 0.001
+# Tickers per as-of date (median) from which the gain must also hold net of the date's mean.
+MIN_CROSS_SECTION = 5
 
 
 def _per_date_mean(values: np.ndarray, dates: np.ndarray) -> np.ndarray:
@@ -60,12 +63,13 @@ def fit_weights(
     ``actual`` and ``predicted`` are (samples, horizons) log returns on a block the model was
     not fit on; ``as_of_dates`` the samples' as-of dates (errors are averaged per date before
     the significance test, as the tickers of one date share their market's move). A weight is
-    kept only if the gain is significant both on the returns and net of each date's mean."""
+    kept only if the gain is significant both on the returns and, given a cross-section, net of
+    each date's mean."""
     actual = np.asarray(actual, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     dates = np.asarray(as_of_dates)
     weights = _significant_weights(actual, predicted, dates, significance)
-    if not weights.any():
+    if not weights.any() or pd.Series(dates).value_counts().median() < MIN_CROSS_SECTION:
         return weights
     across = _significant_weights(
         _net_of_date_mean(actual, dates), _net_of_date_mean(predicted, dates), dates, significance

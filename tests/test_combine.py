@@ -39,7 +39,7 @@ def test_a_forecast_with_skill_keeps_a_weight_and_beats_naive_on_new_data():
 def test_market_timing_alone_keeps_no_weight():
     """A forecast that knows each date's market move (the same for every ticker, in a block
     trending up) beats naive on the block, but tells the tickers nothing apart: its weight is
-    0, as it is for a single ticker however good its forecast."""
+    0. A single ticker has no cross-section: the time-series test alone decides for it."""
     rng = np.random.default_rng(6)
     dates = np.repeat(np.arange(N_DATES), N_TICKERS)
     market = np.repeat(0.004 + rng.normal(0, 0.002, N_DATES), N_TICKERS)[:, None]
@@ -50,7 +50,7 @@ def test_market_timing_alone_keeps_no_weight():
 
     skilled_actual, skilled_predicted, _ = _block(signal_strength=1.0, seed=7)
     one_ticker = np.arange(len(skilled_actual))  # every sample a date of its own
-    np.testing.assert_array_equal(fit_weights(skilled_actual, skilled_predicted, one_ticker), 0.0)
+    assert (fit_weights(skilled_actual, skilled_predicted, one_ticker) > 0.3).all()
 
 
 def test_weights_shrink_a_forecast_that_overshoots():
