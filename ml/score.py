@@ -24,7 +24,13 @@ import pandas as pd
 
 from ml.config import MODEL_NAME
 from ml.data import load_indicators
-from ml.features import FEATURE_GROUPS, HORIZONS, build_feature_frame, make_windows
+from ml.features import (
+    FEATURE_GROUPS,
+    FEATURES,
+    HORIZONS,
+    build_feature_frame,
+    make_windows,
+)
 
 if TYPE_CHECKING:
     from ml.context import RunContext
@@ -107,15 +113,7 @@ def score(
     frame = build_feature_frame(load_indicators(warehouse, universe))
     if tickers and universe is None:
         frame = frame[frame["ticker"].isin(set(tickers))]
-    if since is None:
-        latest = make_windows(
-            frame, window, features=features, require_targets=False, last_only=True
-        )
-    else:
-        latest = make_windows(
-            frame, window, features=features, require_targets=False, as_of_from=pd.Timestamp(since)
-        )
-        latest = _without_published(warehouse, latest, since, say)
+    latest = _origins(warehouse, frame, window, features, since, say)
     all_tickers = sorted(frame["ticker"].unique())
     skipped = sorted(set(all_tickers) - set(latest.tickers))
     if len(latest) == 0:
@@ -173,6 +171,17 @@ def score(
     return _logged(result, predictions)
 
 
+def _origins(warehouse, frame: pd.DataFrame, window: int, features, since: date | None, say):
+    """The windows to forecast from: each ticker's last one, or, for a backfill, every one as
+    of ``since`` on that is not published yet."""
+    if since is None:
+        return make_windows(frame, window, features=features, require_targets=False, last_only=True)
+    windows = make_windows(
+        frame, window, features=features, require_targets=False, as_of_from=pd.Timestamp(since)
+    )
+    return _without_published(warehouse, windows, since, say)
+
+
 def _without_published(warehouse, windows, since: date, say):
     """``windows`` less the (ticker, as-of date) pairs that already have forecasts."""
     from ml.contracts import PREDICTED_PRICES
@@ -214,13 +223,7 @@ def score_baseline(
 
     say = say or (lambda message: None)
     frame = build_feature_frame(load_indicators(ctx.warehouse, tickers))
-    if since is None:
-        latest = make_windows(frame, BASELINE_WINDOW, require_targets=False, last_only=True)
-    else:
-        latest = make_windows(
-            frame, BASELINE_WINDOW, require_targets=False, as_of_from=pd.Timestamp(since)
-        )
-        latest = _without_published(ctx.warehouse, latest, since, say)
+    latest = _origins(ctx.warehouse, frame, BASELINE_WINDOW, FEATURES, since, say)
     skipped = sorted(set(frame["ticker"].unique()) - set(latest.tickers))
     if len(latest) == 0:
         if since is not None:
