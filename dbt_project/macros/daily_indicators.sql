@@ -141,6 +141,31 @@
 {%- endmacro %}
 
 
+{#- The MACD signal without a window pass of its own. For Y an EMA of closes (factor a_y,
+    r_y = 1 - a_y) and X the EMA(9) of closes (a = 0.2, r = 0.8, any seed), the sum
+    sum_{k=s+1..t} r^(t-k) Y_k = alpha_y Y_t + beta_y X_t + c r^(t-s) with
+    alpha_y = r_y / (r_y - r) and beta_y = -a_y r / (a (r_y - r)) (check: both sides follow
+    D_t = r D_(t-1) + Y_t). With Y = MACD's fast EMA minus the slow EMA(26), the signal seeded
+    at bar s with S is therefore
+
+        signal_t = L_t + (S - L_s) r^(t - s),   L_t = a (alpha_f F_t - alpha_e E_t + (beta_f - beta_e) X_t),
+
+    per-bar values plus one per-ticker constant. L is a difference of terms a few times the
+    price level, so it loses about 2 decimal digits to cancellation: 1e-15 of the price level,
+    far inside the parity tolerance. -#}
+{% macro _signal_coefficient(numerator, denominator, which) -%}
+    {%- set a_y = stockcast._smoothing_alpha(numerator, denominator) -%}
+    {%- set r_y = stockcast._smoothing_decay(numerator, denominator) -%}
+    {%- set a = stockcast._smoothing_alpha(2, 10) -%}
+    {%- set r = stockcast._smoothing_decay(2, 10) -%}
+    {%- if which == 'alpha' -%}
+        ({{ r_y }} / ({{ r_y }} - {{ r }}))
+    {%- else -%}
+        (-{{ a_y }} * {{ r }} / ({{ a }} * ({{ r_y }} - {{ r }})))
+    {%- endif -%}
+{%- endmacro %}
+
+
 {% macro daily_indicator_ctes(prices, stateful=false, prefix='indicator') -%}
     {%- set block_size = stockcast.indicator_block_size() -%}
     {#- name: (value, numerator, denominator, seed index, seed window, state column) -#}
@@ -149,6 +174,7 @@
         'ema_26': ('close', 2, 27, 25, 26, 'state_ema_26'),
         'average_gain': ('gain', 1, 14, 14, 14, 'state_average_gain'),
         'average_loss': ('loss', 1, 14, 14, 14, 'state_average_loss'),
+        'close_ema_9': ('close', 2, 10, 0, 1, 'close'),
     } -%}
     {%- set state_columns = [
         'state_index', 'state_ema_12', 'state_ema_26', 'state_macd_fast_ema',
@@ -156,6 +182,8 @@
     ] if stateful else [] -%}
     {%- set fast_a = stockcast._smoothing_alpha(2, 13) -%}
     {%- set fast_r = stockcast._smoothing_decay(2, 13) -%}
+    {%- set signal_a = stockcast._smoothing_alpha(2, 10) -%}
+    {%- set signal_r = stockcast._smoothing_decay(2, 10) -%}
 
 {{ prefix }}_sequenced as (
 
@@ -249,47 +277,10 @@
 
 ),
 
+{#- The window reads the weighted bars alone: joined first to the block totals, DuckDB
+    estimates the join at ~100 times its rows and sizes the window's partitions for that
+    (twice the time). The totals and MACD offsets are joined after it. -#}
 {{ prefix }}_smoothed as (
-
-    select
-        weighted.ticker,
-        weighted.trade_date,
-        weighted.price_index,
-        weighted.block_number,
-        {%- for column in state_columns %}
-        weighted.{{ column }},
-        {%- endfor %}
-        weighted.sma_5,
-        weighted.sma_15,
-        weighted.sma_20,
-        weighted.sma_50,
-        {%- for name in series %}
-        {{ stockcast._in_block_running_sum('weighted', name ~ '__v') }} as {{ name }}__running,
-        totals.{{ name }}__previous_block,
-        {%- endfor %}
-        {%- if stateful %}
-        case
-            when weighted.state_index is not null
-                then weighted.state_macd_fast_ema - weighted.state_ema_12
-            else fast_offsets.fast_minus_ema_12
-        end as fast_minus_ema_12,
-        coalesce(weighted.state_index, 25) as fast_offset_index
-        {%- else %}
-        fast_offsets.fast_minus_ema_12,
-        25 as fast_offset_index
-        {%- endif %}
-
-    from {{ prefix }}_weighted as weighted
-    left join {{ prefix }}_block_totals as totals
-        on
-            weighted.ticker = totals.ticker
-            and weighted.block_number = totals.block_number
-    left join {{ prefix }}_fast_offsets as fast_offsets
-        on weighted.ticker = fast_offsets.ticker
-
-),
-
-{{ prefix }}_averaged as (
 
     select
         ticker,
@@ -303,13 +294,51 @@
         sma_15,
         sma_20,
         sma_50,
+        {%- for name in series %}
+        {{ stockcast._in_block_running_sum('weighted', name ~ '__v') }} as {{ name }}__running
+        {{- ',' if not loop.last }}
+        {%- endfor %}
+
+    from {{ prefix }}_weighted as weighted
+
+),
+
+{{ prefix }}_averaged as (
+
+    select
+        smoothed.ticker,
+        smoothed.trade_date,
+        smoothed.price_index,
+        smoothed.block_number,
+        {%- for column in state_columns %}
+        smoothed.{{ column }},
+        {%- endfor %}
+        smoothed.sma_5,
+        smoothed.sma_15,
+        smoothed.sma_20,
+        smoothed.sma_50,
         {%- for name, s in series.items() %}
         {{ stockcast._smoothing_output(name, s[1], s[2], s[3]) }} as {{ name }},
         {%- endfor %}
-        fast_minus_ema_12,
-        fast_offset_index
+        {%- if stateful %}
+        case
+            when smoothed.state_index is not null
+                then smoothed.state_macd_fast_ema - smoothed.state_ema_12
+            else fast_offsets.fast_minus_ema_12
+        end as fast_minus_ema_12,
+        coalesce(smoothed.state_index, 25) as fast_offset_index
+        {%- else %}
+        fast_offsets.fast_minus_ema_12,
+        25 as fast_offset_index
+        {%- endif %}
 
-    from {{ prefix }}_smoothed
+    from {{ prefix }}_smoothed as smoothed
+    left join {{ prefix }}_block_totals as totals
+        on
+            smoothed.ticker = totals.ticker
+            and smoothed.block_number = totals.block_number
+    left join {{ prefix }}_fast_offsets as fast_offsets
+        on smoothed.ticker = fast_offsets.ticker
 
 ),
 
@@ -342,30 +371,73 @@
 
 ),
 
-{{ prefix }}_signal_weighted as (
+{{ prefix }}_signal_lines as (
 
     select
         *,
-        {{ stockcast._smoothing_term('macd_line', 2, 10, 33, 9, 'state_macd_signal', stateful) }}
-            as macd_signal__v
+        {{ signal_a }} * (
+            {{ stockcast._signal_coefficient(2, 13, 'alpha') }} * macd_fast_ema
+            - {{ stockcast._signal_coefficient(2, 27, 'alpha') }} * ema_26
+            + (
+                {{ stockcast._signal_coefficient(2, 13, 'beta') }}
+                - {{ stockcast._signal_coefficient(2, 27, 'beta') }}
+            ) * close_ema_9
+        ) as signal_particular
 
     from {{ prefix }}_macd_lines
 
 ),
 
-{#- Per block: the signal's block total, and the RSI of the block's last bar with non-zero
-    averages (during a flat run both Wilder averages decay alike, so TA-Lib's RSI keeps its
-    value; after two blocks of flat bars the truncated sums are exactly 0, and that RSI is
-    carried forward from earlier blocks). -#}
-{{ prefix }}_signal_block_totals as (
+{#- Per ticker, where the signal starts (bar 33, or the state bar) and the constant K of its
+    decaying term: the seed (mean of the macd line over bars 25..33, or the stored signal)
+    minus the particular part on that bar. -#}
+{{ prefix }}_signal_seeds as (
+
+    select
+        ticker,
+        {%- if stateful %}
+        coalesce(max(state_index), 33) as signal_seed_index,
+        coalesce(
+            max(case when price_index = state_index then state_macd_signal end),
+            sum(case when state_index is null and price_index >= 25 then macd_line end) / 9
+        )
+        - max(
+            case when price_index = coalesce(state_index, 33) then signal_particular end
+        ) as signal_seed_offset
+        {%- else %}
+        33 as signal_seed_index,
+        sum(case when price_index >= 25 then macd_line end) / 9
+        - max(case when price_index = 33 then signal_particular end) as signal_seed_offset
+        {%- endif %}
+
+    from {{ prefix }}_signal_lines
+    where
+        {%- if stateful %}
+        price_index = state_index or (state_index is null and price_index <= 33)
+        {%- else %}
+        price_index <= 33
+        {%- endif %}
+    group by ticker
+    having
+        {%- if stateful %}
+        max(state_index) is not null or
+        {%- endif %}
+        count(case when price_index >= 25 then 1 end) = 9
+
+),
+
+{#- Per block, the RSI of the block's last bar with non-zero averages (during a flat run both
+    Wilder averages decay alike, so TA-Lib's RSI keeps its value; after two blocks of flat
+    bars the truncated sums are exactly 0, and that RSI is carried forward from earlier
+    blocks). -#}
+{{ prefix }}_block_rsi as (
 
     select
         ticker,
         block_number + 1 as block_number,
-        sum(macd_signal__v) as macd_signal__previous_block,
         {{ stockcast.last_non_null('rsi_from_averages', 'price_index') }} as block_rsi_14
 
-    from {{ prefix }}_signal_weighted
+    from {{ prefix }}_macd_lines
     group by ticker, block_number
 
 ),
@@ -375,30 +447,35 @@
     select
         ticker,
         block_number,
-        macd_signal__previous_block,
         last_value(block_rsi_14 ignore nulls) over (
             partition by ticker
             order by block_number
             rows between unbounded preceding and current row
         ) as carried_rsi_14
 
-    from {{ prefix }}_signal_block_totals
+    from {{ prefix }}_block_rsi
 
 ),
 
 {{ prefix }}_signal_smoothed as (
 
     select
-        weighted.*,
-        {{ stockcast._in_block_running_sum('weighted', 'macd_signal__v') }} as macd_signal__running,
-        carried.macd_signal__previous_block,
+        lines.*,
+        case
+            when lines.price_index >= seeds.signal_seed_index
+                then lines.signal_particular
+                + seeds.signal_seed_offset
+                * {{ stockcast.power(signal_r, 'lines.price_index - seeds.signal_seed_index') }}
+        end as macd_signal,
         carried.carried_rsi_14
 
-    from {{ prefix }}_signal_weighted as weighted
+    from {{ prefix }}_signal_lines as lines
+    left join {{ prefix }}_signal_seeds as seeds
+        on lines.ticker = seeds.ticker
     left join {{ prefix }}_rsi_carried as carried
         on
-            weighted.ticker = carried.ticker
-            and weighted.block_number = carried.block_number
+            lines.ticker = carried.ticker
+            and lines.block_number = carried.block_number
 
 ),
 
@@ -416,11 +493,8 @@
         ema_12,
         ema_26,
         case when price_index >= 33 then macd_line end as macd,
-        {{ stockcast._smoothing_output('macd_signal', 2, 10, 33) }} as macd_signal,
-        case
-            when price_index >= 33
-                then macd_line - ({{ stockcast._smoothing_output('macd_signal', 2, 10, 33) }})
-        end as macd_hist,
+        case when price_index >= 33 then macd_signal end as macd_signal,
+        case when price_index >= 33 then macd_line - macd_signal end as macd_hist,
         case
             when price_index >= 14
                 then coalesce(rsi_from_averages, carried_rsi_14, {{ 'state_rsi_14, ' if stateful }}0)
