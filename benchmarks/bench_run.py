@@ -8,27 +8,18 @@ resident memory of the whole process tree (the CLI plus its dbt subprocesses), s
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import psutil
 
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for proc in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import run_measured
 
 
 def main() -> None:
@@ -47,39 +38,16 @@ def main() -> None:
     command = [str(stockcast), "run", str(args.data), *args.extra]
     print("$", " ".join(command), f"(STOCKCAST_HOME={home})", flush=True)
 
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    watched = psutil.Process(process.pid)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(watched))
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output = []
-    for line in process.stdout:
-        output.append(line)
-        print(line, end="", flush=True)
-    process.wait()
-    done.set()
-    sampler.join()
-    total = time.perf_counter() - started
-
+    measured = run_measured(command, env, echo=True, interval=0.2)
+    output = measured["output"].splitlines()
     stage_line = next((s for s in reversed(output) if s.startswith("stage seconds:")), "")
     stages = {k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+)", stage_line)}
     result = {
         "command": " ".join(command),
-        "exit_code": process.returncode,
-        "total_seconds": round(total, 1),
+        "exit_code": measured["exit_status"],
+        "total_seconds": round(measured["seconds"], 1),
         "stage_seconds": stages,
-        "peak_rss_gib": round(peak / 2**30, 2),
+        "peak_rss_gib": round(measured["peak_rss_mib"] / 1024, 2),
         "machine": {
             "cpus": os.cpu_count(),
             "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
@@ -90,7 +58,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    sys.exit(process.returncode)
+    sys.exit(measured["exit_status"])
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ tree (sampled every 50 ms, so each step's peak is its own):
 - ``stockcast ingest`` beside a plain ``pyarrow.csv.read_csv`` of the same files, on the
   shared Yahoo + Kaggle folders (442 tickers), on the Kaggle file alone, and on a synthetic
   universe (500 tickers x 20 years, ``benchmarks/synthetic.py``; SYNTHETIC data);
-- the indicator rows (full build vs TA-Lib, one-day incremental vs full build), if
-  ``benchmarks/indicator_speed.py`` is there (see :func:`indicator_rows`), else "not measured";
+- the indicator rows (``benchmarks/indicator_speed.py``): the dbt full build of
+  ``fct_daily_indicators`` beside TA-Lib in Python (read + compute + write), and a one-day
+  incremental run beside the full build, on the 442 shared tickers and on the synthetic
+  universe (the issue's "S&P 500 with twenty years of bars");
 - ``stockcast score`` of the 500 synthetic tickers, model load included, with a tiny model
   trained (and forced to champion) on them first; its reference is the 30 s target.
 
@@ -27,10 +29,8 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,6 +40,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
 import synthetic  # noqa: E402  (a sibling script, not a package)
+from _measure import run_measured  # noqa: E402
 
 SCORE_TARGET_SECONDS = 30.0
 INGEST_TARGET_SECONDS = 10.0
@@ -89,40 +90,11 @@ def machine() -> dict:
 
 def measure(command: list[str], env: dict[str, str]) -> dict:
     """Run a command; its wall time, the peak RSS of its process tree and the load average."""
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    watched = psutil.Process(process.pid)
-    peak = 0
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            total = 0
-            with contextlib.suppress(psutil.Error):
-                for proc in [watched, *watched.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        total += proc.memory_info().rss
-            peak = max(peak, total)
-            done.wait(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = process.communicate()
-    seconds = time.perf_counter() - started
-    done.set()
-    sampler.join()
-    return {
-        "command": " ".join(command),
-        "exit_status": process.returncode,
-        "seconds": round(seconds, 2),
-        "peak_rss_mib": round(peak / 2**20, 1),
-        "load_average": round((load_before + os.getloadavg()[0]) / 2, 2),
-        "output_tail": output.strip().splitlines()[-3:],
-    }
+    result = run_measured(command, env)
+    output = result.pop("output")
+    result["load_average"] = round(sum(result["load_average"]) / 2, 2)
+    result["output_tail"] = output.strip().splitlines()[-3:]
+    return result
 
 
 def fresh_home(work: Path, name: str) -> dict[str, str]:
@@ -151,27 +123,17 @@ def ingest_row(label: str, paths: list[Path], env: dict[str, str], target: float
     }
 
 
-def indicator_rows(work: Path, shared: Path) -> list[dict]:
-    """Rows from ``benchmarks/indicator_speed.py`` (written beside this one).
+def indicator_rows(work: Path, shared: Path, synthetic_duckdb: Path | None) -> list[dict]:
+    """The indicator rows (``benchmarks/indicator_speed.py``): full build beside TA-Lib and the
+    one-day increment beside the full build, on the shared tickers and the synthetic universe,
+    shaped like :func:`ingest_row`'s."""
+    import indicator_speed
 
-    Hook: that module's ``scale_rows(work: Path, shared: Path) -> list[dict]`` returns rows
-    shaped like :func:`ingest_row`'s (``row``, ``measured`` and ``reference`` each with
-    ``seconds`` and ``peak_rss_mib``); until it exists the rows say "not measured".
-    """
-    wanted = ["indicators: full build vs TA-Lib", "indicators: one-day incremental vs full"]
     try:
-        import indicator_speed
-    except ImportError:
-        reason = "benchmarks/indicator_speed.py not there"
-        return [{"row": name, "not_measured": reason} for name in wanted]
-    scale_rows = getattr(indicator_speed, "scale_rows", None)
-    if scale_rows is None:
-        reason = "benchmarks/indicator_speed.py has no scale_rows(work, shared)"
-        return [{"row": name, "not_measured": reason} for name in wanted]
-    try:
-        return list(scale_rows(work, shared))
-    except Exception as exc:  # one broken row must not lose the others
-        return [{"row": name, "not_measured": f"{type(exc).__name__}: {exc}"} for name in wanted]
+        return list(indicator_speed.scale_rows(work, shared, synthetic_duckdb))
+    except Exception as exc:  # one broken part must not lose the rows already measured
+        reason = f"{type(exc).__name__}: {exc}"
+        return [{"row": "indicators (full build, one-day incremental)", "not_measured": reason}]
 
 
 def score_rows(universe: Path, env: dict[str, str]) -> list[dict]:
@@ -273,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     save()
-    rows += indicator_rows(work, shared)
+    synthetic_duckdb = Path(synthetic_home["STOCKCAST_HOME"]) / "warehouse" / "stockcast.duckdb"
+    rows += indicator_rows(work, shared, synthetic_duckdb if synthetic_duckdb.is_file() else None)
     save()
     if not args.skip_score:
         rows += score_rows(universe, synthetic_home)
