@@ -185,6 +185,72 @@ def test_indicator_mart_equals_duckdb(bigquery_build, client, duckdb_mart, price
         np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
 
 
+def _load_prices(warehouse, bars: pd.DataFrame) -> None:
+    """``bars`` through the engine's own price loader (one file per ticker, as ingest does)."""
+    from ml.contracts import REJECTED_ROWS
+
+    no_refusals = pd.DataFrame(columns=REJECTED_ROWS.column_names)
+    for source_file, file_bars in bars.groupby("source_file"):
+        warehouse.load_price_file(
+            file_bars,
+            no_refusals,
+            {
+                "source_file": source_file,
+                "content_sha256": "1" * 64,
+                "layout": "yahoo",
+                "tickers": ",".join(sorted(file_bars["ticker"].unique())),
+                "rows_read": len(file_bars),
+                "rows_refused": 0,
+                "ingested_at": file_bars["ingested_at"].iloc[0],
+            },
+        )
+
+
+def test_incremental_runs_equal_the_full_build(
+    emulator_env, client, prices, duckdb_mart, tmp_path_factory
+) -> None:
+    # The mart is built on the first 250 bars of each ticker, one of them wrong (a vendor
+    # error); then the last 50 bars and the corrected bar arrive in a later load. The
+    # incremental run on BigQuery (pre-hook delete from each ticker's change point, then merge)
+    # must give the mart that DuckDB builds in one go from the final prices.
+    prefix = new_dataset_prefix()
+    warehouse = warehouse_for(emulator_env, STOCKCAST_BQ_DATASET=prefix)
+    warehouse.ensure_schema()
+    position = prices.groupby("ticker").cumcount()
+    first, later = prices[position < 250].copy(), prices[position >= 250].copy()
+    wrong = first.index[(first["ticker"] == "MSFT") & (position[first.index] == 120)]
+    corrected = first.loc[wrong].assign(source_file="MSFT-corrected.csv.gz")
+    first.loc[wrong, "close"] = first.loc[wrong, "low"]  # a valid bar, but not the real one
+    assert (first.loc[wrong, "close"] != corrected["close"]).all()
+    later = pd.concat([later, corrected]).assign(ingested_at=pd.Timestamp("2024-01-02"))
+    env = dbt_env(emulator_env, prefix)
+    select = ["--select", "stg_raw__daily_prices", "fct_daily_indicators"]
+    try:
+        _load_prices(warehouse, first)
+        built = run_dbt(["run", *select], env, tmp_path_factory.mktemp("dbt_bq_first"))
+        assert built.returncode == 0, built.stdout[-6000:]
+        _load_prices(warehouse, later)
+        resumed_in = tmp_path_factory.mktemp("dbt_bq_incremental")
+        resumed = run_dbt(["run", *select], env, resumed_in)
+        assert resumed.returncode == 0, resumed.stdout[-6000:]
+        ran = resumed_in / "target" / "run" / "stockcast" / "models" / "marts"
+        assert "merge into" in (ran / "fct_daily_indicators.sql").read_text().lower()
+        bigquery = client.query(
+            f"select * from `{prefix}_marts`.`fct_daily_indicators`"
+        ).to_dataframe()
+    finally:
+        for dataset in client.list_datasets():
+            if dataset.dataset_id.startswith(prefix + "_") or dataset.dataset_id == prefix:
+                client.delete_dataset(dataset.dataset_id, delete_contents=True, not_found_ok=True)
+    bigquery, duck = _sorted(bigquery), _sorted(duckdb_mart)
+    assert len(bigquery) == len(duck) == len(prices)
+    assert (bigquery[["ticker", "price_index"]] == duck[["ticker", "price_index"]]).all().all()
+    for column in INDICATORS:
+        left = bigquery[column].astype(float).to_numpy()
+        right = duck[column].astype(float).to_numpy()
+        np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+
+
 def test_quality_marts_equal_duckdb(bigquery_build, client, duckdb_build) -> None:
     # The data-quality marts on the same slice: clean Yahoo bars (2019-01 .. 2020-03, no gap,
     # no move beyond 40%, one file per ticker); the calendar built from the seed on both
