@@ -221,6 +221,11 @@
         case when close_change < 0 then -close_change else 0 end as loss
 
     from {{ prefix }}_sequenced
+    {%- if stateful %}
+    {#- A resumed ticker's bars before its state bar are context for the SMAs only: every
+        smoothed series restarts from the state, so they carry no terms. #}
+    where state_index is null or price_index >= state_index
+    {%- endif %}
 
 ),
 
