@@ -102,6 +102,7 @@ if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --
     import pyarrow as pa
 
     from ml.context import RunContext
+    from ml.warehouse import UpsertCounts
 
 EXCHANGE_TZ = "America/New_York"
 TICKER_PATTERN = re.compile(r"^[A-Z0-9.\-^]{1,15}$")
@@ -290,13 +291,26 @@ def ingest_paths(
 
         check_warehouse(ctx.warehouse, write=True)  # read-only, full or damaged: one error
         ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
-    with ctx.warehouse.session() if loading else contextlib.nullcontext():
-        for done, (path, problem) in enumerate(files, start=1):
-            report.files.append(
-                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace)
-            )
+    batch = _Batch(ctx, replace)
+    reported = 0
+
+    def report_progress() -> None:
+        """Files are done, in order, up to the first one still waiting in the batch."""
+        nonlocal reported
+        waiting = {id(result) for result, _ in batch.files}
+        while reported < len(report.files) and id(report.files[reported]) not in waiting:
+            reported += 1
             if progress is not None:
-                progress(done, total, path)
+                progress(reported, total, report.files[reported - 1].file)
+
+    with ctx.warehouse.session() if loading else contextlib.nullcontext():
+        for path, problem in files:
+            report.files.append(
+                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace, batch=batch)
+            )
+            report_progress()
+        batch.load()
+        report_progress()
     return report
 
 
@@ -307,6 +321,7 @@ def ingest_file(
     source_name: str | None = None,
     problem: str | None = None,
     replace: bool = False,
+    batch: _Batch | None = None,
 ) -> FileResult:
     """Load one file atomically; never raises: the outcome, failure included, is returned.
 
@@ -314,6 +329,9 @@ def ingest_file(
     (:mod:`ml.history`) is refused with the evidence, unless ``replace``: then, per ticker it
     disagrees on, the rows of the files it disagrees with are removed and this file's loaded,
     in one transaction. Gaps and jumps where the file meets the stored history are reported.
+
+    With a ``batch``, the parsed file joins it instead (see :class:`_Batch`): the result is
+    complete once the batch is loaded.
     """
     result = FileResult(file=path)
     try:
@@ -325,36 +343,145 @@ def ingest_file(
         result.rows_read = parsed.rows_read
         result.refused = len(parsed.rejected)
         result.duplicates_dropped = parsed.duplicates_dropped
+        if batch is not None:
+            batch.add(result, parsed)
+            return result
         drop_history = _check_history(ctx, parsed, result, replace)
         counts = ctx.warehouse.load_price_file(
             parsed.prices, parsed.rejected, parsed.file_record, drop_history=drop_history
         )
-        result.inserted, result.updated, result.unchanged = (
-            counts.inserted,
-            counts.updated,
-            counts.unchanged,
-        )
-        result.replaced_from = counts.replaced_from
-        result.refusal_examples = _refusal_examples(parsed.rejected)
-        if parsed.prices.empty:
-            # Every row was refused: the refusals are recorded, but the file did not load.
-            result.status = "failed"
-            result.error = (
-                f"{path}: every data row was refused ({result.rows_read} rows read, 0 loaded, "
-                f"{result.refused} refused): {result.refusal_text()}"
-            )
+        _record_load(result, parsed, counts)
     except IngestFileError as exc:
         result.status, result.error = "failed", str(exc)
     except Exception as exc:  # a warehouse or unexpected error must not stop other files
-        result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
-        result.retryable = True
+        _record_unexpected(result, exc)
     return result
 
 
+def _record_load(result: FileResult, parsed: ParsedFile, counts: UpsertCounts) -> None:
+    result.inserted, result.updated, result.unchanged = (
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+    )
+    result.replaced_from = counts.replaced_from
+    result.refusal_examples = _refusal_examples(parsed.rejected)
+    if parsed.prices.empty:
+        # Every row was refused: the refusals are recorded, but the file did not load.
+        result.status = "failed"
+        result.error = (
+            f"{result.file}: every data row was refused ({result.rows_read} rows read, 0 "
+            f"loaded, {result.refused} refused): {result.refusal_text()}"
+        )
+
+
+def _record_unexpected(result: FileResult, exc: Exception) -> None:
+    result.status, result.error = "failed", f"{result.file}: {type(exc).__name__}: {exc}"
+    result.retryable = True
+
+
+BATCH_ROWS = 600_000  # accepted rows a batch holds at most: bounds the memory of an ingest
+
+
+class _Batch:
+    """Parsed files waiting to be written together (:meth:`Warehouse.load_price_files`).
+
+    Committing each file on its own cost more than loading a typical one. The files of a batch
+    share no ticker, so that each is judged against the stored history exactly as if the ones
+    before it had been committed, and their upserts do not depend on their order; a file with a
+    ticker already in the batch loads the batch first. Each file stays all or nothing: a file
+    refused (by its rows or the stored history) is left out, and if the batch's transaction
+    fails the warehouse loads the files one by one.
+    """
+
+    def __init__(self, ctx: RunContext, replace: bool):
+        self.ctx = ctx
+        self.replace = replace
+        self.files: list[tuple[FileResult, ParsedFile]] = []
+        self.tickers: set[str] = set()
+        self.rows = 0
+
+    def add(self, result: FileResult, parsed: ParsedFile) -> None:
+        rows = len(parsed.prices)
+        if self.files and (
+            not self.tickers.isdisjoint(parsed.tickers) or self.rows + rows > BATCH_ROWS
+        ):
+            self.load()
+        self.files.append((result, parsed))
+        self.tickers.update(parsed.tickers)
+        self.rows += rows
+
+    def load(self) -> None:
+        from ml.warehouse import PriceFileLoad
+
+        if not self.files:
+            return
+        files, self.files, self.tickers, self.rows = self.files, [], set(), 0
+        try:
+            stored = _stored_history(self.ctx, sorted({t for _, p in files for t in p.tickers}))
+        except Exception as exc:
+            for result, _ in files:
+                _record_unexpected(result, exc)
+            return
+        loads, loading = [], []
+        for result, parsed in files:
+            try:
+                drop = _check_history(
+                    self.ctx, parsed, result, self.replace, stored.of(parsed.tickers)
+                )
+            except IngestFileError as exc:
+                result.status, result.error = "failed", str(exc)
+                continue
+            except Exception as exc:
+                _record_unexpected(result, exc)
+                continue
+            loads.append(PriceFileLoad(parsed.prices, parsed.rejected, parsed.file_record, drop))
+            loading.append((result, parsed))
+        outcomes = self.ctx.warehouse.load_price_files(loads) if loads else []
+        for (result, parsed), outcome in zip(loading, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                _record_unexpected(result, outcome)
+            else:
+                _record_load(result, parsed, outcome)
+
+
+@dataclass
+class _StoredHistory:
+    """Stored bars (``ticker, trade_date, close, source_file``) of a batch's tickers."""
+
+    bars: pd.DataFrame
+    rows_of: dict[str, np.ndarray]
+
+    def of(self, tickers: list[str]) -> pd.DataFrame:
+        import numpy as np
+
+        found = [self.rows_of[t] for t in tickers if t in self.rows_of]
+        if len(found) == len(self.rows_of):
+            return self.bars
+        positions = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+        return self.bars.take(np.sort(positions))
+
+
+def _stored_history(ctx: RunContext, tickers: list[str]) -> _StoredHistory:
+    from ml.contracts import DAILY_PRICES
+
+    bars = ctx.warehouse.read_table(
+        DAILY_PRICES.full_name,
+        ["ticker", "trade_date", "close", "source_file"],
+        filter_in={"ticker": tickers},
+    )
+    return _StoredHistory(bars, bars.groupby("ticker", sort=False).indices if len(bars) else {})
+
+
 def _check_history(
-    ctx: RunContext, parsed: ParsedFile, result: FileResult, replace: bool
+    ctx: RunContext,
+    parsed: ParsedFile,
+    result: FileResult,
+    replace: bool,
+    stored: pd.DataFrame | None = None,
 ) -> dict[str, list[str]]:
-    """Judge the file against the stored history of its tickers (see :mod:`ml.history`).
+    """Judge the file against the stored history of its tickers (see :mod:`ml.history`):
+    ``stored``, else read from the warehouse.
 
     Raises :class:`IngestFileError` with the evidence when it disagrees and ``replace`` is not
     set; otherwise returns the stored files to drop per ticker and records the reports.
@@ -366,12 +493,9 @@ def _check_history(
 
     if parsed.prices.empty:
         return {}
-    ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
-    stored = ctx.warehouse.read_table(
-        DAILY_PRICES.full_name,
-        ["ticker", "trade_date", "close", "source_file"],
-        filter_in={"ticker": parsed.tickers},
-    )
+    if stored is None:
+        ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
+        stored = _stored_history(ctx, parsed.tickers).bars
     source = parsed.file_record["source_file"]
     check = check_history(parsed.prices, stored, source)
     evidence = [c.describe() for c in check.conflicts]
@@ -400,7 +524,11 @@ def _check_history(
 
 
 def _refusal_examples(rejected: pd.DataFrame) -> list[tuple[int, str | None, str]]:
-    first = rejected.nsmallest(REFUSAL_EXAMPLES, "line_number")
+    if rejected.empty:
+        return []
+    first = rejected.take(
+        rejected["line_number"].to_numpy().argsort(kind="stable")[:REFUSAL_EXAMPLES]
+    )
     return [
         (int(line), column if isinstance(column, str) else None, str(reason))
         for line, column, reason in zip(
