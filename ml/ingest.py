@@ -290,7 +290,6 @@ def ingest_paths(
         from ml.warehouse.preflight import check_warehouse
 
         check_warehouse(ctx.warehouse, write=True)  # read-only, full or damaged: one error
-        ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
     batch = _Batch(ctx, replace)
     reported = 0
 
@@ -304,6 +303,8 @@ def ingest_paths(
                 progress(reported, total, report.files[reported - 1].file)
 
     with ctx.warehouse.session() if loading else contextlib.nullcontext():
+        if loading:
+            ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))  # once, on the session's connection
         for path, problem in files:
             report.files.append(
                 ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace, batch=batch)
@@ -489,7 +490,7 @@ def _check_history(
     import pandas as pd
 
     from ml.contracts import DAILY_PRICES
-    from ml.history import CLOSE_TOLERANCE, check_history
+    from ml.history import CLOSE_TOLERANCE, HistoryCheck, find_conflicts, find_junctions
 
     if parsed.prices.empty:
         return {}
@@ -497,9 +498,9 @@ def _check_history(
         ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
         stored = _stored_history(ctx, parsed.tickers).bars
     source = parsed.file_record["source_file"]
-    check = check_history(parsed.prices, stored, source)
-    evidence = [c.describe() for c in check.conflicts]
-    drop = check.conflicting_files
+    conflicts = find_conflicts(parsed.prices, stored, source)
+    evidence = [c.describe() for c in conflicts]
+    drop = HistoryCheck(conflicts, []).conflicting_files
     if drop and not replace:
         result.details = evidence
         tickers = sorted(drop)
@@ -518,8 +519,7 @@ def _check_history(
         result.history_replaced = dropped.groupby("ticker").size().astype(int).to_dict()
         # After the replacement, judge the junctions against what stays.
         stored = stored.drop(dropped.index)
-        check = check_history(parsed.prices, stored, source)
-    result.details = [j.describe() for j in check.junctions]
+    result.details = [j.describe() for j in find_junctions(parsed.prices, stored, source)]
     return drop
 
 
@@ -1186,18 +1186,36 @@ def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
     import pyarrow.compute as pc
 
     given = ~missing
-    present = text.filter(pa.array(given))
+    present = text if given.all() else text.filter(pa.array(given))
     characters, lengths = _string_bytes(present)
-    is_digit = (characters >= ord("0")) & (characters <= ord("9"))
-    if not (is_digit | (characters == ord("."))).all():
+    if not _digits_and_dots(characters):
         return None
-    dots = pc.count_substring(present, ".").to_numpy(zero_copy_only=False)
+    # Dots per field, from a running count over the characters.
+    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."))))
+    ends = np.cumsum(lengths)
+    dots = dots_so_far[ends] - dots_so_far[ends - lengths]
     digits = lengths - dots
     if (dots > 1).any() or (digits < 1).any() or (digits > _PLAIN_DIGITS).any():
         return None
     numbers = np.full(len(text), np.nan)
     numbers[given] = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
     return numbers
+
+
+def _digits_and_dots(characters: np.ndarray) -> bool:
+    return not characters.tobytes().translate(None, b"0123456789.")
+
+
+def _missing_fields(text: pa.Array, tokens: pa.Array) -> np.ndarray:
+    """Which fields are missing-value tokens. A column of digits and dots without an empty
+    field has none: told from its bytes, without a lookup per field."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    characters, lengths = _string_bytes(text)
+    if len(lengths) and lengths.min() > 0 and _digits_and_dots(characters):
+        return np.zeros(len(text), dtype=bool)
+    return pc.is_in(text, value_set=tokens).to_numpy(zero_copy_only=False)
 
 
 def _numbers(text: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -1343,7 +1361,7 @@ def parse_price_file(
     missing_tokens = pa.array(sorted(MISSING_TOKENS), pa.large_string())
     for c in VALUE_COLUMNS:
         if c in cols:
-            missing[c] = pc.is_in(field[c], value_set=missing_tokens).to_numpy(zero_copy_only=False)
+            missing[c] = _missing_fields(field[c], missing_tokens)
             plain = _columnar_numbers(field[c], missing[c])
             values[c] = plain if plain is not None else _numbers(strings(c), missing[c])
     refuse(

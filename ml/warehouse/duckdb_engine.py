@@ -264,18 +264,20 @@ class DuckDBWarehouse(Warehouse):
         with self.connect() as con:
             for schema in schemas:
                 con.execute(f"create schema if not exists {schema}")
-            for table in (t for t in TABLES if t.schema in schemas):
+            tables = [t for t in TABLES if t.schema in schemas]
+            for table in tables:
                 con.execute(create_table_sql(table, self.table(table.full_name)))
-                present = {
-                    row[0]
-                    for row in con.execute(
-                        "select column_name from information_schema.columns "
-                        "where table_schema = ? and table_name = ?",
-                        [table.schema, table.name],
-                    ).fetchall()
-                }
+            present = {
+                (schema, name, column)
+                for schema, name, column in con.execute(
+                    "select table_schema, table_name, column_name from information_schema.columns "
+                    f"where table_schema in ({', '.join('?' for _ in schemas)})",
+                    list(schemas),
+                ).fetchall()
+            }
+            for table in tables:
                 for column in table.columns:
-                    if column.name not in present:
+                    if (table.schema, table.name, column.name) not in present:
                         con.execute(
                             f"alter table {self.table(table.full_name)} "
                             f"add column {column.name} {TYPES[column.type]}"
