@@ -3,7 +3,8 @@
 ``ingest_paths`` reads ``.csv`` / ``.csv.gz`` files (or folders of them), detects the layout from
 the header, validates every row with whole-column checks (Arrow and numpy; see
 :func:`parse_price_file`), and hands each file's accepted rows and refused rows to
-:meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically. This module holds no SQL and does not know which engine is behind the warehouse.
+:meth:`ml.warehouse.Warehouse.load_price_files` (batches of files that share no ticker, see
+:class:`_Batch`), which upserts each file atomically. This module holds no SQL and does not know which engine is behind the warehouse.
 
 Layouts (header names are matched case-insensitively after trimming; extra columns are ignored):
 
@@ -275,9 +276,10 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files and folders (recursively: ``*.csv``, ``*.csv.gz``, sorted) into the warehouse.
 
-    Each file is loaded atomically on its own; a file problem is recorded in the report (status
-    ``failed``) and the remaining files still load. ``progress(done, total, path)`` is called
-    after each file. ``replace``: see :func:`ingest_file`.
+    Each file is loaded all or nothing (several in one transaction, see :class:`_Batch`); a
+    file problem is recorded in the report (status ``failed``) and the remaining files still
+    load. ``progress(done, total, path)`` is called once per file, in order, when its outcome
+    is known. ``replace``: see :func:`ingest_file`.
     """
     report = IngestReport()
     files = expand_paths(paths)
@@ -1191,7 +1193,7 @@ def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
     if not _digits_and_dots(characters):
         return None
     # Dots per field, from a running count over the characters.
-    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."))))
+    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."), dtype=np.int32)))
     ends = np.cumsum(lengths)
     dots = dots_so_far[ends] - dots_so_far[ends - lengths]
     digits = lengths - dots

@@ -408,11 +408,13 @@ class DuckDBWarehouse(Warehouse):
             return
         if len(frame) <= FEW_ROWS:
             # Binding a few rows as parameters is several times faster than registering a frame.
-            con.executemany(
+            rows = [[_parameter(v) for v in row] for row in frame.itertuples(index=False)]
+            row_of_parameters = "(" + ", ".join("?" for _ in table.column_names) + ")"
+            sql = (
                 f"insert into {self.table(table.full_name)} ({', '.join(table.column_names)}) "
-                f"values ({', '.join('?' for _ in table.column_names)})",
-                [[_parameter(v) for v in row] for row in frame.itertuples(index=False)],
+                f"values {', '.join([row_of_parameters] * len(rows))}"
             )
+            con.execute(sql, [value for row in rows for value in row])
             return
         con.register("staged_rows", frame)
         con.execute(
