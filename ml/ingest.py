@@ -1448,7 +1448,7 @@ def parse_price_file(
     exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
     key = ticker_codes.astype(np.int64) * (1 << 32) + (days + (1 << 30))
-    if pd.Series(key[has_key]).duplicated().any():
+    if not _increasing(key[has_key]) and pd.Series(key[has_key]).duplicated().any():
         keyed = pd.DataFrame({"ticker": tickers, "date": dates, **values})
         exact = has_key & keyed.duplicated(keep="first").to_numpy()
         candidates = ~exact & has_key
@@ -1475,7 +1475,9 @@ def parse_price_file(
     accepted = pending & keep
 
     # -- accepted rows, by ticker and date -------------------------------------------------
-    order = np.flatnonzero(accepted)[np.lexsort((days[accepted], ticker_codes[accepted]))]
+    order = np.flatnonzero(accepted)
+    if not _increasing(key[accepted]):  # files usually come sorted by ticker and date
+        order = order[np.lexsort((days[accepted], ticker_codes[accepted]))]
     bar = {p: values[p][order] for p in PRICES}
     volume = values["volume"][order] if "volume" in values else np.full(len(order), np.nan)
     if layout == LAYOUT_ALPHAVANTAGE:
@@ -1541,6 +1543,11 @@ def parse_price_file(
         rejected=rejected,
         file_record=file_record,
     )
+
+
+def _increasing(values: np.ndarray) -> bool:
+    """Strictly increasing: sorted, and no value twice."""
+    return bool((values[1:] > values[:-1]).all())
 
 
 def _split_factor(
