@@ -142,11 +142,25 @@ class HistoryCheck:
 def check_history(new: pd.DataFrame, stored: pd.DataFrame, source_file: str) -> HistoryCheck:
     """Compare a file's bars (``ticker, trade_date, close``) with the stored ones
     (``ticker, trade_date, close, source_file``) of the same tickers."""
+    return HistoryCheck(
+        find_conflicts(new, stored, source_file), find_junctions(new, stored, source_file)
+    )
+
+
+def find_conflicts(new: pd.DataFrame, stored: pd.DataFrame, source_file: str) -> list[Conflict]:
+    """The conflicts of :func:`check_history` alone (a refused file's junctions are moot)."""
     stored = stored[stored["source_file"] != source_file]
     if stored.empty or new.empty:
-        return HistoryCheck([], [])
-    new = new[["ticker", "trade_date", "close"]]
-    return HistoryCheck(_conflicts(new, stored), _junctions(new, stored))
+        return []
+    return _conflicts(new[["ticker", "trade_date", "close"]], stored)
+
+
+def find_junctions(new: pd.DataFrame, stored: pd.DataFrame, source_file: str) -> list[Junction]:
+    """The junctions of :func:`check_history` alone."""
+    stored = stored[stored["source_file"] != source_file]
+    if stored.empty or new.empty:
+        return []
+    return _junctions(new[["ticker", "trade_date", "close"]], stored)
 
 
 def _conflicts(new: pd.DataFrame, stored: pd.DataFrame) -> list[Conflict]:
@@ -158,6 +172,8 @@ def _conflicts(new: pd.DataFrame, stored: pd.DataFrame) -> list[Conflict]:
     both["off"] = (difference > CLOSE_TOLERANCE * both["close_stored"].abs()) & (
         difference > CLOSE_TOLERANCE_ABS
     )
+    # Only the (ticker, other file) pairs that disagree somewhere are looked at row by row.
+    both = both[both.groupby(["ticker", "source_file"], sort=False)["off"].transform("any")]
     out = []
     for (ticker, other), rows in both.groupby(["ticker", "source_file"], sort=True):
         bad = rows[rows["off"]]

@@ -3,7 +3,8 @@
 ``ingest_paths`` reads ``.csv`` / ``.csv.gz`` files (or folders of them), detects the layout from
 the header, validates every row with whole-column checks (Arrow and numpy; see
 :func:`parse_price_file`), and hands each file's accepted rows and refused rows to
-:meth:`ml.warehouse.Warehouse.load_price_file`, which upserts them atomically. This module holds no SQL and does not know which engine is behind the warehouse.
+:meth:`ml.warehouse.Warehouse.load_price_files` (batches of files that share no ticker, see
+:class:`_Batch`), which upserts each file atomically. This module holds no SQL and does not know which engine is behind the warehouse.
 
 Layouts (header names are matched case-insensitively after trimming; extra columns are ignored):
 
@@ -102,6 +103,7 @@ if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --
     import pyarrow as pa
 
     from ml.context import RunContext
+    from ml.warehouse import UpsertCounts
 
 EXCHANGE_TZ = "America/New_York"
 TICKER_PATTERN = re.compile(r"^[A-Z0-9.\-^]{1,15}$")
@@ -274,9 +276,10 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files and folders (recursively: ``*.csv``, ``*.csv.gz``, sorted) into the warehouse.
 
-    Each file is loaded atomically on its own; a file problem is recorded in the report (status
-    ``failed``) and the remaining files still load. ``progress(done, total, path)`` is called
-    after each file. ``replace``: see :func:`ingest_file`.
+    Each file is loaded all or nothing (several in one transaction, see :class:`_Batch`); a
+    file problem is recorded in the report (status ``failed``) and the remaining files still
+    load. ``progress(done, total, path)`` is called once per file, in order, when its outcome
+    is known. ``replace``: see :func:`ingest_file`.
     """
     report = IngestReport()
     files = expand_paths(paths)
@@ -289,14 +292,28 @@ def ingest_paths(
         from ml.warehouse.preflight import check_warehouse
 
         check_warehouse(ctx.warehouse, write=True)  # read-only, full or damaged: one error
-        ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
-    with ctx.warehouse.session() if loading else contextlib.nullcontext():
-        for done, (path, problem) in enumerate(files, start=1):
-            report.files.append(
-                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace)
-            )
+    batch = _Batch(ctx, replace)
+    reported = 0
+
+    def report_progress() -> None:
+        """Files are done, in order, up to the first one still waiting in the batch."""
+        nonlocal reported
+        waiting = {id(result) for result, _ in batch.files}
+        while reported < len(report.files) and id(report.files[reported]) not in waiting:
+            reported += 1
             if progress is not None:
-                progress(done, total, path)
+                progress(reported, total, report.files[reported - 1].file)
+
+    with ctx.warehouse.session() if loading else contextlib.nullcontext():
+        if loading:
+            ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))  # once, on the session's connection
+        for path, problem in files:
+            report.files.append(
+                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace, batch=batch)
+            )
+            report_progress()
+        batch.load()
+        report_progress()
     return report
 
 
@@ -307,6 +324,7 @@ def ingest_file(
     source_name: str | None = None,
     problem: str | None = None,
     replace: bool = False,
+    batch: _Batch | None = None,
 ) -> FileResult:
     """Load one file atomically; never raises: the outcome, failure included, is returned.
 
@@ -314,6 +332,9 @@ def ingest_file(
     (:mod:`ml.history`) is refused with the evidence, unless ``replace``: then, per ticker it
     disagrees on, the rows of the files it disagrees with are removed and this file's loaded,
     in one transaction. Gaps and jumps where the file meets the stored history are reported.
+
+    With a ``batch``, the parsed file joins it instead (see :class:`_Batch`): the result is
+    complete once the batch is loaded.
     """
     result = FileResult(file=path)
     try:
@@ -325,36 +346,145 @@ def ingest_file(
         result.rows_read = parsed.rows_read
         result.refused = len(parsed.rejected)
         result.duplicates_dropped = parsed.duplicates_dropped
+        if batch is not None:
+            batch.add(result, parsed)
+            return result
         drop_history = _check_history(ctx, parsed, result, replace)
         counts = ctx.warehouse.load_price_file(
             parsed.prices, parsed.rejected, parsed.file_record, drop_history=drop_history
         )
-        result.inserted, result.updated, result.unchanged = (
-            counts.inserted,
-            counts.updated,
-            counts.unchanged,
-        )
-        result.replaced_from = counts.replaced_from
-        result.refusal_examples = _refusal_examples(parsed.rejected)
-        if parsed.prices.empty:
-            # Every row was refused: the refusals are recorded, but the file did not load.
-            result.status = "failed"
-            result.error = (
-                f"{path}: every data row was refused ({result.rows_read} rows read, 0 loaded, "
-                f"{result.refused} refused): {result.refusal_text()}"
-            )
+        _record_load(result, parsed, counts)
     except IngestFileError as exc:
         result.status, result.error = "failed", str(exc)
     except Exception as exc:  # a warehouse or unexpected error must not stop other files
-        result.status, result.error = "failed", f"{path}: {type(exc).__name__}: {exc}"
-        result.retryable = True
+        _record_unexpected(result, exc)
     return result
 
 
+def _record_load(result: FileResult, parsed: ParsedFile, counts: UpsertCounts) -> None:
+    result.inserted, result.updated, result.unchanged = (
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+    )
+    result.replaced_from = counts.replaced_from
+    result.refusal_examples = _refusal_examples(parsed.rejected)
+    if parsed.prices.empty:
+        # Every row was refused: the refusals are recorded, but the file did not load.
+        result.status = "failed"
+        result.error = (
+            f"{result.file}: every data row was refused ({result.rows_read} rows read, 0 "
+            f"loaded, {result.refused} refused): {result.refusal_text()}"
+        )
+
+
+def _record_unexpected(result: FileResult, exc: Exception) -> None:
+    result.status, result.error = "failed", f"{result.file}: {type(exc).__name__}: {exc}"
+    result.retryable = True
+
+
+BATCH_ROWS = 600_000  # accepted rows a batch holds at most: bounds the memory of an ingest
+
+
+class _Batch:
+    """Parsed files waiting to be written together (:meth:`Warehouse.load_price_files`).
+
+    Committing each file on its own cost more than loading a typical one. The files of a batch
+    share no ticker, so that each is judged against the stored history exactly as if the ones
+    before it had been committed, and their upserts do not depend on their order; a file with a
+    ticker already in the batch loads the batch first. Each file stays all or nothing: a file
+    refused (by its rows or the stored history) is left out, and if the batch's transaction
+    fails the warehouse loads the files one by one.
+    """
+
+    def __init__(self, ctx: RunContext, replace: bool):
+        self.ctx = ctx
+        self.replace = replace
+        self.files: list[tuple[FileResult, ParsedFile]] = []
+        self.tickers: set[str] = set()
+        self.rows = 0
+
+    def add(self, result: FileResult, parsed: ParsedFile) -> None:
+        rows = len(parsed.prices)
+        if self.files and (
+            not self.tickers.isdisjoint(parsed.tickers) or self.rows + rows > BATCH_ROWS
+        ):
+            self.load()
+        self.files.append((result, parsed))
+        self.tickers.update(parsed.tickers)
+        self.rows += rows
+
+    def load(self) -> None:
+        from ml.warehouse import PriceFileLoad
+
+        if not self.files:
+            return
+        files, self.files, self.tickers, self.rows = self.files, [], set(), 0
+        try:
+            stored = _stored_history(self.ctx, sorted({t for _, p in files for t in p.tickers}))
+        except Exception as exc:
+            for result, _ in files:
+                _record_unexpected(result, exc)
+            return
+        loads, loading = [], []
+        for result, parsed in files:
+            try:
+                drop = _check_history(
+                    self.ctx, parsed, result, self.replace, stored.of(parsed.tickers)
+                )
+            except IngestFileError as exc:
+                result.status, result.error = "failed", str(exc)
+                continue
+            except Exception as exc:
+                _record_unexpected(result, exc)
+                continue
+            loads.append(PriceFileLoad(parsed.prices, parsed.rejected, parsed.file_record, drop))
+            loading.append((result, parsed))
+        outcomes = self.ctx.warehouse.load_price_files(loads) if loads else []
+        for (result, parsed), outcome in zip(loading, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                _record_unexpected(result, outcome)
+            else:
+                _record_load(result, parsed, outcome)
+
+
+@dataclass
+class _StoredHistory:
+    """Stored bars (``ticker, trade_date, close, source_file``) of a batch's tickers."""
+
+    bars: pd.DataFrame
+    rows_of: dict[str, np.ndarray]
+
+    def of(self, tickers: list[str]) -> pd.DataFrame:
+        import numpy as np
+
+        found = [self.rows_of[t] for t in tickers if t in self.rows_of]
+        if len(found) == len(self.rows_of):
+            return self.bars
+        positions = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+        return self.bars.take(np.sort(positions))
+
+
+def _stored_history(ctx: RunContext, tickers: list[str]) -> _StoredHistory:
+    from ml.contracts import DAILY_PRICES
+
+    bars = ctx.warehouse.read_table(
+        DAILY_PRICES.full_name,
+        ["ticker", "trade_date", "close", "source_file"],
+        filter_in={"ticker": tickers},
+    )
+    return _StoredHistory(bars, bars.groupby("ticker", sort=False).indices if len(bars) else {})
+
+
 def _check_history(
-    ctx: RunContext, parsed: ParsedFile, result: FileResult, replace: bool
+    ctx: RunContext,
+    parsed: ParsedFile,
+    result: FileResult,
+    replace: bool,
+    stored: pd.DataFrame | None = None,
 ) -> dict[str, list[str]]:
-    """Judge the file against the stored history of its tickers (see :mod:`ml.history`).
+    """Judge the file against the stored history of its tickers (see :mod:`ml.history`):
+    ``stored``, else read from the warehouse.
 
     Raises :class:`IngestFileError` with the evidence when it disagrees and ``replace`` is not
     set; otherwise returns the stored files to drop per ticker and records the reports.
@@ -362,20 +492,17 @@ def _check_history(
     import pandas as pd
 
     from ml.contracts import DAILY_PRICES
-    from ml.history import CLOSE_TOLERANCE, check_history
+    from ml.history import CLOSE_TOLERANCE, HistoryCheck, find_conflicts, find_junctions
 
     if parsed.prices.empty:
         return {}
-    ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
-    stored = ctx.warehouse.read_table(
-        DAILY_PRICES.full_name,
-        ["ticker", "trade_date", "close", "source_file"],
-        filter_in={"ticker": parsed.tickers},
-    )
+    if stored is None:
+        ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))
+        stored = _stored_history(ctx, parsed.tickers).bars
     source = parsed.file_record["source_file"]
-    check = check_history(parsed.prices, stored, source)
-    evidence = [c.describe() for c in check.conflicts]
-    drop = check.conflicting_files
+    conflicts = find_conflicts(parsed.prices, stored, source)
+    evidence = [c.describe() for c in conflicts]
+    drop = HistoryCheck(conflicts, []).conflicting_files
     if drop and not replace:
         result.details = evidence
         tickers = sorted(drop)
@@ -394,13 +521,16 @@ def _check_history(
         result.history_replaced = dropped.groupby("ticker").size().astype(int).to_dict()
         # After the replacement, judge the junctions against what stays.
         stored = stored.drop(dropped.index)
-        check = check_history(parsed.prices, stored, source)
-    result.details = [j.describe() for j in check.junctions]
+    result.details = [j.describe() for j in find_junctions(parsed.prices, stored, source)]
     return drop
 
 
 def _refusal_examples(rejected: pd.DataFrame) -> list[tuple[int, str | None, str]]:
-    first = rejected.nsmallest(REFUSAL_EXAMPLES, "line_number")
+    if rejected.empty:
+        return []
+    first = rejected.take(
+        rejected["line_number"].to_numpy().argsort(kind="stable")[:REFUSAL_EXAMPLES]
+    )
     return [
         (int(line), column if isinstance(column, str) else None, str(reason))
         for line, column, reason in zip(
@@ -1058,18 +1188,36 @@ def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
     import pyarrow.compute as pc
 
     given = ~missing
-    present = text.filter(pa.array(given))
+    present = text if given.all() else text.filter(pa.array(given))
     characters, lengths = _string_bytes(present)
-    is_digit = (characters >= ord("0")) & (characters <= ord("9"))
-    if not (is_digit | (characters == ord("."))).all():
+    if not _digits_and_dots(characters):
         return None
-    dots = pc.count_substring(present, ".").to_numpy(zero_copy_only=False)
+    # Dots per field, from a running count over the characters.
+    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."), dtype=np.int32)))
+    ends = np.cumsum(lengths)
+    dots = dots_so_far[ends] - dots_so_far[ends - lengths]
     digits = lengths - dots
     if (dots > 1).any() or (digits < 1).any() or (digits > _PLAIN_DIGITS).any():
         return None
     numbers = np.full(len(text), np.nan)
     numbers[given] = pc.cast(present, pa.float64()).to_numpy(zero_copy_only=False)
     return numbers
+
+
+def _digits_and_dots(characters: np.ndarray) -> bool:
+    return not characters.tobytes().translate(None, b"0123456789.")
+
+
+def _missing_fields(text: pa.Array, tokens: pa.Array) -> np.ndarray:
+    """Which fields are missing-value tokens. A column of digits and dots without an empty
+    field has none: told from its bytes, without a lookup per field."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    characters, lengths = _string_bytes(text)
+    if len(lengths) and lengths.min() > 0 and _digits_and_dots(characters):
+        return np.zeros(len(text), dtype=bool)
+    return pc.is_in(text, value_set=tokens).to_numpy(zero_copy_only=False)
 
 
 def _numbers(text: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -1215,7 +1363,7 @@ def parse_price_file(
     missing_tokens = pa.array(sorted(MISSING_TOKENS), pa.large_string())
     for c in VALUE_COLUMNS:
         if c in cols:
-            missing[c] = pc.is_in(field[c], value_set=missing_tokens).to_numpy(zero_copy_only=False)
+            missing[c] = _missing_fields(field[c], missing_tokens)
             plain = _columnar_numbers(field[c], missing[c])
             values[c] = plain if plain is not None else _numbers(strings(c), missing[c])
     refuse(
@@ -1300,7 +1448,7 @@ def parse_price_file(
     exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
     key = ticker_codes.astype(np.int64) * (1 << 32) + (days + (1 << 30))
-    if pd.Series(key[has_key]).duplicated().any():
+    if not _increasing(key[has_key]) and pd.Series(key[has_key]).duplicated().any():
         keyed = pd.DataFrame({"ticker": tickers, "date": dates, **values})
         exact = has_key & keyed.duplicated(keep="first").to_numpy()
         candidates = ~exact & has_key
@@ -1327,7 +1475,9 @@ def parse_price_file(
     accepted = pending & keep
 
     # -- accepted rows, by ticker and date -------------------------------------------------
-    order = np.flatnonzero(accepted)[np.lexsort((days[accepted], ticker_codes[accepted]))]
+    order = np.flatnonzero(accepted)
+    if not _increasing(key[accepted]):  # files usually come sorted by ticker and date
+        order = order[np.lexsort((days[accepted], ticker_codes[accepted]))]
     bar = {p: values[p][order] for p in PRICES}
     volume = values["volume"][order] if "volume" in values else np.full(len(order), np.nan)
     if layout == LAYOUT_ALPHAVANTAGE:
@@ -1393,6 +1543,11 @@ def parse_price_file(
         rejected=rejected,
         file_record=file_record,
     )
+
+
+def _increasing(values: np.ndarray) -> bool:
+    """Strictly increasing: sorted, and no value twice."""
+    return bool((values[1:] > values[:-1]).all())
 
 
 def _split_factor(

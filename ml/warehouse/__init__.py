@@ -43,6 +43,16 @@ class UpsertCounts:
     replaced_from: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class PriceFileLoad:
+    """One file's rows for :meth:`Warehouse.load_price_files` (see :meth:`load_price_file`)."""
+
+    prices: pd.DataFrame
+    rejected: pd.DataFrame
+    file_record: dict
+    drop_history: dict[str, list[str]] = field(default_factory=dict)
+
+
 class WarehouseError(RuntimeError):
     pass
 
@@ -157,6 +167,26 @@ class Warehouse(abc.ABC):
             file_record,
             {t: sorted(set(f)) for t, f in (drop_history or {}).items() if f},
         )
+
+    def load_price_files(self, loads: list[PriceFileLoad]) -> list[UpsertCounts | Exception]:
+        """Load several files, each all or nothing as :meth:`load_price_file`; a file that
+        fails gets its exception in its place and the others still load.
+
+        The files must not share a ticker: their upserts would then depend on their order.
+        This default loads them one by one; an engine whose per-transaction cost matters loads
+        them in one transaction and, if that fails, rolls it back and falls back to this.
+        """
+        outcomes: list[UpsertCounts | Exception] = []
+        for load in loads:
+            try:
+                outcomes.append(
+                    self.load_price_file(
+                        load.prices, load.rejected, load.file_record, load.drop_history
+                    )
+                )
+            except Exception as exc:  # one file's failure must not stop the others
+                outcomes.append(exc)
+        return outcomes
 
     @abc.abstractmethod
     def _load_price_file(

@@ -24,6 +24,7 @@ from ml.contracts import (
 )
 from ml.warehouse import (
     PRICE_CHANGED,
+    PriceFileLoad,
     UpsertCounts,
     Warehouse,
     WarehouseBusyError,
@@ -263,18 +264,20 @@ class DuckDBWarehouse(Warehouse):
         with self.connect() as con:
             for schema in schemas:
                 con.execute(f"create schema if not exists {schema}")
-            for table in (t for t in TABLES if t.schema in schemas):
+            tables = [t for t in TABLES if t.schema in schemas]
+            for table in tables:
                 con.execute(create_table_sql(table, self.table(table.full_name)))
-                present = {
-                    row[0]
-                    for row in con.execute(
-                        "select column_name from information_schema.columns "
-                        "where table_schema = ? and table_name = ?",
-                        [table.schema, table.name],
-                    ).fetchall()
-                }
+            present = {
+                (schema, name, column)
+                for schema, name, column in con.execute(
+                    "select table_schema, table_name, column_name from information_schema.columns "
+                    f"where table_schema in ({', '.join('?' for _ in schemas)})",
+                    list(schemas),
+                ).fetchall()
+            }
+            for table in tables:
                 for column in table.columns:
-                    if column.name not in present:
+                    if (table.schema, table.name, column.name) not in present:
                         con.execute(
                             f"alter table {self.table(table.full_name)} "
                             f"add column {column.name} {TYPES[column.type]}"
@@ -282,42 +285,83 @@ class DuckDBWarehouse(Warehouse):
         if self._session_connection is not None:
             self._session_schemas.update(schemas)
 
+    def load_price_files(self, loads: list[PriceFileLoad]) -> list[UpsertCounts | Exception]:
+        """All the files in one transaction: a commit (and the statements of an upsert) costs
+        more than loading a typical file. If the transaction fails, it is rolled back and the
+        files are loaded one by one, so that one file's warehouse error does not stop the
+        others."""
+        if len(loads) > 1:
+            try:
+                self.ensure_schema((DAILY_PRICES.schema,))
+                return self._load_price_batch(
+                    [
+                        PriceFileLoad(
+                            load.prices,
+                            load.rejected,
+                            load.file_record,
+                            {t: sorted(set(f)) for t, f in load.drop_history.items() if f},
+                        )
+                        for load in loads
+                    ],
+                    conform(_concat([load.prices for load in loads]), DAILY_PRICES),
+                    conform(_concat([load.rejected for load in loads]), REJECTED_ROWS),
+                )
+            except Exception as exc:
+                log.warning(
+                    "loading %d files in one transaction failed (%s): loading them one by one",
+                    len(loads),
+                    exc,
+                )
+        return super().load_price_files(loads)
+
     def _load_price_file(self, staged, rejected, file_record, drop_history) -> UpsertCounts:
-        source_file = file_record["source_file"]
+        (counts,) = self._load_price_batch(
+            [PriceFileLoad(staged, rejected, file_record, drop_history)], staged, rejected
+        )
+        return counts
+
+    def _load_price_batch(
+        self, loads: list[PriceFileLoad], staged: pd.DataFrame, rejected: pd.DataFrame
+    ) -> list[UpsertCounts]:
+        """Upsert the files' rows (which share no ticker; ``staged``: all of them, conformed)
+        with one statement of each kind, replace their refused-row records (``rejected``) and
+        write their ledger rows, in one transaction."""
+        sources = [load.file_record["source_file"] for load in loads]
         target = self.table(DAILY_PRICES.full_name)
         with self.transaction() as con:
-            for ticker, files in drop_history.items():
-                con.execute(
-                    f"delete from {target} where ticker = ? "
-                    f"and source_file in ({', '.join('?' for _ in files)})",
-                    [ticker, *files],
-                )
+            for load in loads:
+                for ticker, files in load.drop_history.items():
+                    con.execute(
+                        f"delete from {target} where ticker = ? "
+                        f"and source_file in ({', '.join('?' for _ in files)})",
+                        [ticker, *files],
+                    )
             con.register("staged_prices", staged)
-            # The file's tickers as literals: DuckDB then skips the stored row groups of other
-            # tickers (their min/max) instead of joining the whole table for every file.
+            # The tickers as literals: DuckDB then skips the stored row groups of other
+            # tickers (their min/max) instead of joining the whole table.
             tickers = sorted(staged["ticker"].unique())
             stored = (
                 f"(select * from {target} where ticker in ({', '.join('?' for _ in tickers)}))"
                 if tickers
                 else target
             )
-            # One pass: per file that last loaded the matched rows, how many rows are new and
-            # how many change.
-            by_previous_file = con.execute(
+            # One pass: per file, and per file that last loaded the matched rows, how many
+            # rows are new and how many change.
+            by_file = con.execute(
                 f"""
                 select
+                    s.source_file,
                     p.source_file,
                     count(*) filter (where p.ticker is null),
                     count(*) filter (where p.ticker is not null and ({PRICE_CHANGED}))
                 from staged_prices s
                 left join {stored} p using (ticker, trade_date)
-                group by p.source_file
-                order by p.source_file
+                group by s.source_file, p.source_file
+                order by s.source_file, p.source_file
                 """,
                 tickers,
             ).fetchall()
-            changed = sum(int(row[2]) for row in by_previous_file)
-            if changed:
+            if sum(int(row[3]) for row in by_file):
                 con.execute(
                     f"""
                     update {target} p set
@@ -331,7 +375,7 @@ class DuckDBWarehouse(Warehouse):
                     """,
                     tickers,
                 )
-            if sum(int(row[1]) for row in by_previous_file) == len(staged):
+            if sum(int(row[2]) for row in by_file) == len(staged):
                 con.execute(f"insert into {target} select * from staged_prices")
             else:
                 con.execute(
@@ -343,18 +387,34 @@ class DuckDBWarehouse(Warehouse):
                     tickers,
                 )
             con.unregister("staged_prices")
-            counts = upsert_counts(by_previous_file, len(staged), source_file)
-            ledger = conform(pd.DataFrame([ledger_record(file_record, counts)]), INGESTED_FILES)
-            for table, frame in ((REJECTED_ROWS, rejected), (INGESTED_FILES, ledger)):
-                con.execute(
-                    f"delete from {self.table(table.full_name)} where source_file = ?",
-                    [source_file],
+            counts = [
+                upsert_counts(
+                    [row[1:] for row in by_file if row[0] == source], len(load.prices), source
                 )
-                self._insert(con, table, frame)
+                for load, source in zip(loads, sources, strict=True)
+            ]
+            in_files = f"source_file in ({', '.join('?' for _ in sources)})"
+            for table in (REJECTED_ROWS, INGESTED_FILES):
+                con.execute(f"delete from {self.table(table.full_name)} where {in_files}", sources)
+            self._insert(con, REJECTED_ROWS, rejected)
+            # A ledger row per file, each the last write of its file.
+            for load, file_counts in zip(loads, counts, strict=True):
+                ledger = pd.DataFrame([ledger_record(load.file_record, file_counts)])
+                self._insert(con, INGESTED_FILES, conform(ledger, INGESTED_FILES))
         return counts
 
     def _insert(self, con, table: Table, frame: pd.DataFrame) -> None:
         if len(frame) == 0:
+            return
+        if len(frame) <= FEW_ROWS:
+            # Binding a few rows as parameters is several times faster than registering a frame.
+            rows = [[_parameter(v) for v in row] for row in frame.itertuples(index=False)]
+            row_of_parameters = "(" + ", ".join("?" for _ in table.column_names) + ")"
+            sql = (
+                f"insert into {self.table(table.full_name)} ({', '.join(table.column_names)}) "
+                f"values {', '.join([row_of_parameters] * len(rows))}"
+            )
+            con.execute(sql, [value for row in rows for value in row])
             return
         con.register("staged_rows", frame)
         con.execute(
@@ -374,6 +434,32 @@ class DuckDBWarehouse(Warehouse):
                 )
                 con.unregister("staged_keys")
                 self._insert(con, table, frame)
+
+
+FEW_ROWS = 10
+
+
+def _parameter(value):
+    """A frame's value as a query parameter: Python scalars, None for a missing one."""
+    if (
+        value is None
+        or value is pd.NaT
+        or value is pd.NA
+        or (isinstance(value, float) and value != value)
+    ):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    return value.item() if hasattr(value, "item") else value
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames, one after the other (the empty ones skipped: pandas would guess their
+    dtypes)."""
+    filled = [f for f in frames if len(f)]
+    if len(filled) == 1:
+        return filled[0]
+    return pd.concat(filled or frames[:1], ignore_index=True)
 
 
 def _lock_holder(message: str) -> str:
