@@ -36,6 +36,7 @@ Pure pandas/numpy (and scipy's ``lfilter`` for the EWMA): no I/O, no TensorFlow.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,26 @@ VOL_FLOOR = 1e-6  # volatilities are floored here before their log (a flat stret
 EWMA_LAMBDA = 0.94  # RiskMetrics daily decay, as in ml.baselines
 EWMA_MIN_RETURNS = 20  # returns an EWMA volatility needs before it is reported
 VOLUME_CHANGE_CLIP = 10.0
+# The longest finite look-back of a feature row: log_vol_60 reads 60 returns, i.e. 61 closes.
+# The mart's indicators (sma_50, ...) are columns, computed over the whole history by dbt; the
+# market group looks back at most 21 dates of the universe, which 61 rows of any ticker span.
+LONGEST_LOOKBACK_ROWS = 61
+# Returns the EWMA volatility still weighs below 1e-18 of the latest (lambda**age): cutting the
+# history there changes no variance at double precision, even after a spell 1e6 times as
+# volatile (relative change < 1e-12).
+EWMA_NEGLIGIBLE_WEIGHT = 1e-18
+
+
+def history_rows(window: int, lam: float = EWMA_LAMBDA) -> int:
+    """The bars per ticker, ending at an as-of bar, that its ``window`` of features (and an EWMA
+    variance with decay ``lam``, the baseline's) depend on to double precision: read only
+    these and the forecast is that of the whole history (``tests/test_score_tail.py``).
+
+    Each window row looks back ``LONGEST_LOOKBACK_ROWS`` rows, and the EWMA volatility as far
+    as its weights matter. Nothing is standardised by statistics of the scored data (the
+    model's scalers are fitted at training)."""
+    burn_in = math.ceil(math.log(EWMA_NEGLIGIBLE_WEIGHT) / math.log(lam))
+    return window + LONGEST_LOOKBACK_ROWS + burn_in
 
 
 def feature_set(groups: Iterable[str]) -> list[str]:
