@@ -303,11 +303,25 @@ def make_windows(
     if not columns:
         raise ValueError("no features selected")
     selected = []  # (ticker, features, targets, dates, closes, target ends, as-of row indices)
-    for ticker, group in frame.groupby("ticker", sort=True):
-        feats = group[columns].to_numpy(dtype=np.float32)
+    # Tickers in sorted order, each ticker's rows in frame order (as a sorted groupby gives
+    # them), sliced from whole-frame arrays: pandas' per-group frames cost more than the rest.
+    codes, names = pd.factorize(frame["ticker"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]  # no ticker: no group
+    codes = codes[order]
+    all_feats = frame[columns].to_numpy(dtype=np.float32)[order]
+    target_columns = [f"target_{h}" for h in range(1, HORIZONS + 1)]
+    all_targets = frame[target_columns].to_numpy(np.float32)[order]
+    all_dates = frame["trade_date"].to_numpy()[order]
+    all_target_end = frame["target_end_date"].to_numpy()[order]
+    all_closes = frame["close"].to_numpy()[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [len(codes)]])
+    for start, stop in itertools.pairwise(bounds):
+        feats = all_feats[start:stop]
         if len(feats) < window:
             continue
-        targets = group[[f"target_{h}" for h in range(1, HORIZONS + 1)]].to_numpy(np.float32)
+        ticker = names[codes[start]]
+        targets = all_targets[start:stop]
         complete = np.isfinite(feats).all(axis=1)
         # A window is usable when its last `window` rows are all complete.
         run = np.convolve(complete.astype(np.int32), np.ones(window, dtype=np.int32), "full")
@@ -315,12 +329,12 @@ def make_windows(
         ends = np.arange(window - 1, len(feats))[usable]
         if require_targets:
             ends = ends[np.isfinite(targets[ends]).all(axis=1)]
-        trade_dates = group["trade_date"].to_numpy()
+        trade_dates = all_dates[start:stop]
         if as_of_from is not None:
             ends = ends[trade_dates[ends] >= np.datetime64(as_of_from)]
         if as_of_to is not None:
             ends = ends[trade_dates[ends] <= np.datetime64(as_of_to)]
-        target_end = group["target_end_date"].to_numpy()
+        target_end = all_target_end[start:stop]
         if targets_before is not None:
             keep = ~pd.isna(target_end[ends])
             keep[keep] = target_end[ends][keep] < np.datetime64(targets_before)
@@ -328,7 +342,7 @@ def make_windows(
         if last_only:
             ends = ends[ends == len(feats) - 1]
         if len(ends):
-            closes = group["close"].to_numpy()
+            closes = all_closes[start:stop]
             selected.append((ticker, feats, targets, trade_dates, closes, target_end, ends))
 
     total = sum(len(item[-1]) for item in selected)

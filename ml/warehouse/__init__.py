@@ -276,7 +276,8 @@ def tail_query(
 ) -> str:
     """Portable SQL (DuckDB and BigQuery) for :meth:`Warehouse.read_table_tail`: ``@kept_from``
     is the ISO date parameter when ``kept_from``; ``filters`` are conditions on ``table``'s
-    rows."""
+    rows. The window runs over the two key columns only, then the wanted rows are read by the
+    first date kept per partition (sorting whole rows cost three times as much in DuckDB)."""
     newest_first = f"partition by {partition_by} order by {order_by} desc"
     if kept_from:
         # Counts only the rows before the date, so every row from it on counts 0 and is kept.
@@ -286,24 +287,29 @@ def tail_query(
         )
     else:
         rows_back = f"row_number() over ({newest_first})"
-    numbered = f"{', '.join(columns)}, {rows_back} as tail_rows_back"
-    if common_start:
-        numbered += (
-            f", lead({order_by}) over (partition by {partition_by} order by {order_by}) "
-            "as tail_next_at"
-        )
     where = f" where {' and '.join(filters)}" if filters else ""
-    sql = f"with numbered as (select {numbered} from {table}{where}) "
+    steps = [
+        f"numbered as (select {partition_by}, {order_by}, {rows_back} as tail_rows_back "
+        f"from {table}{where})",
+        f"starts as (select {partition_by}, min({order_by}) as tail_from from numbered "
+        f"where tail_rows_back <= {rows} group by {partition_by})",
+    ]
     if common_start:
-        sql += (
-            f"select {', '.join(columns)} from numbered cross join "
-            f"(select min({order_by}) as tail_start from numbered "
-            f"where tail_rows_back <= {rows}) as start "
-            f"where {order_by} >= tail_start or tail_next_at >= tail_start "
-        )
-    else:
-        sql += f"select {', '.join(columns)} from numbered where tail_rows_back <= {rows} "
-    return sql + f"order by {partition_by}, {order_by}"
+        # From the earliest start, or from a partition's last row before it (its first
+        # difference needs that row).
+        steps += [
+            "common as (select min(tail_from) as tail_start from starts)",
+            f"common_starts as (select {partition_by}, coalesce(max(case when {order_by} < "
+            f"tail_start then {order_by} end), min(tail_start)) as tail_from "
+            f"from numbered cross join common group by {partition_by})",
+        ]
+    return (
+        f"with {', '.join(steps)} "
+        f"select {', '.join(f't.{c}' for c in columns)} from {table} as t "
+        f"join {'common_starts' if common_start else 'starts'} as s "
+        f"on t.{partition_by} = s.{partition_by} where t.{order_by} >= s.tail_from "
+        f"order by t.{partition_by}, t.{order_by}"
+    )
 
 
 def conform(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
