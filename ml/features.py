@@ -88,7 +88,7 @@ EWMA_NEGLIGIBLE_WEIGHT = 1e-18
 def history_rows(window: int, lam: float = EWMA_LAMBDA) -> int:
     """The bars per ticker, ending at an as-of bar, that its ``window`` of features (and an EWMA
     variance with decay ``lam``, the baseline's) depend on to double precision: read only
-    these and the forecast is that of the whole history (``tests/test_score_tail.py``).
+    these and the forecast is that of the whole history (a test in ``tests/test_pipeline.py``).
 
     Each window row looks back ``LONGEST_LOOKBACK_ROWS`` rows, and the EWMA volatility as far
     as its weights matter. Nothing is standardised by statistics of the scored data (the

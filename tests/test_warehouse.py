@@ -70,11 +70,11 @@ def test_writers_refuse_rows_missing_required_columns_before_writing(warehouse):
 
 @pytest.fixture
 def days_table(warehouse):
-    """``marts.days`` (ticker, trade_date, day) over the :data:`helpers.TAIL_DAYS`."""
+    """``tails.days`` (ticker, trade_date, day) over the :data:`helpers.TAIL_DAYS`."""
     with duckdb.connect(str(warehouse.path)) as con:
-        con.execute("create schema marts")
+        con.execute("create schema tails")
         con.register("rows", tail_days_frame())
-        con.execute("create table marts.days as select * from rows")
+        con.execute("create table tails.days as select * from rows")
     return warehouse
 
 
@@ -82,7 +82,7 @@ def days_table(warehouse):
 def test_a_tail_read_keeps_each_tickers_last_rows(days_table, rows, options, kept):
     """Per ticker its last rows (before a date, and all from it on); with a common start,
     every ticker from the earliest of those, and its bar before (see helpers.TAIL_READS)."""
-    assert tail_days(days_table, "marts.days", rows, **options) == kept
+    assert tail_days(days_table, "tails.days", rows, **options) == kept
 
 
 def _source_tables() -> dict[str, dict]:
