@@ -36,6 +36,7 @@ Pure pandas/numpy (and scipy's ``lfilter`` for the EWMA): no I/O, no TensorFlow.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +75,26 @@ VOL_FLOOR = 1e-6  # volatilities are floored here before their log (a flat stret
 EWMA_LAMBDA = 0.94  # RiskMetrics daily decay, as in ml.baselines
 EWMA_MIN_RETURNS = 20  # returns an EWMA volatility needs before it is reported
 VOLUME_CHANGE_CLIP = 10.0
+# The longest finite look-back of a feature row: log_vol_60 reads 60 returns, i.e. 61 closes.
+# The mart's indicators (sma_50, ...) are columns, computed over the whole history by dbt; the
+# market group looks back at most 21 dates of the universe, which 61 rows of any ticker span.
+LONGEST_LOOKBACK_ROWS = 61
+# Returns the EWMA volatility still weighs below 1e-18 of the latest (lambda**age): cutting the
+# history there changes no variance at double precision, even after a spell 1e6 times as
+# volatile (relative change < 1e-12).
+EWMA_NEGLIGIBLE_WEIGHT = 1e-18
+
+
+def history_rows(window: int, lam: float = EWMA_LAMBDA) -> int:
+    """The bars per ticker, ending at an as-of bar, that its ``window`` of features (and an EWMA
+    variance with decay ``lam``, the baseline's) depend on to double precision: read only
+    these and the forecast is that of the whole history (a test in ``tests/test_pipeline.py``).
+
+    Each window row looks back ``LONGEST_LOOKBACK_ROWS`` rows, and the EWMA volatility as far
+    as its weights matter. Nothing is standardised by statistics of the scored data (the
+    model's scalers are fitted at training)."""
+    burn_in = math.ceil(math.log(EWMA_NEGLIGIBLE_WEIGHT) / math.log(lam))
+    return window + LONGEST_LOOKBACK_ROWS + burn_in
 
 
 def feature_set(groups: Iterable[str]) -> list[str]:
@@ -282,11 +303,25 @@ def make_windows(
     if not columns:
         raise ValueError("no features selected")
     selected = []  # (ticker, features, targets, dates, closes, target ends, as-of row indices)
-    for ticker, group in frame.groupby("ticker", sort=True):
-        feats = group[columns].to_numpy(dtype=np.float32)
+    # Tickers in sorted order, each ticker's rows in frame order (as a sorted groupby gives
+    # them), sliced from whole-frame arrays: pandas' per-group frames cost more than the rest.
+    codes, names = pd.factorize(frame["ticker"], sort=True)
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]  # no ticker: no group
+    codes = codes[order]
+    all_feats = frame[columns].to_numpy(dtype=np.float32)[order]
+    target_columns = [f"target_{h}" for h in range(1, HORIZONS + 1)]
+    all_targets = frame[target_columns].to_numpy(np.float32)[order]
+    all_dates = frame["trade_date"].to_numpy()[order]
+    all_target_end = frame["target_end_date"].to_numpy()[order]
+    all_closes = frame["close"].to_numpy()[order]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1, [len(codes)]])
+    for start, stop in itertools.pairwise(bounds):
+        feats = all_feats[start:stop]
         if len(feats) < window:
             continue
-        targets = group[[f"target_{h}" for h in range(1, HORIZONS + 1)]].to_numpy(np.float32)
+        ticker = names[codes[start]]
+        targets = all_targets[start:stop]
         complete = np.isfinite(feats).all(axis=1)
         # A window is usable when its last `window` rows are all complete.
         run = np.convolve(complete.astype(np.int32), np.ones(window, dtype=np.int32), "full")
@@ -294,12 +329,12 @@ def make_windows(
         ends = np.arange(window - 1, len(feats))[usable]
         if require_targets:
             ends = ends[np.isfinite(targets[ends]).all(axis=1)]
-        trade_dates = group["trade_date"].to_numpy()
+        trade_dates = all_dates[start:stop]
         if as_of_from is not None:
             ends = ends[trade_dates[ends] >= np.datetime64(as_of_from)]
         if as_of_to is not None:
             ends = ends[trade_dates[ends] <= np.datetime64(as_of_to)]
-        target_end = group["target_end_date"].to_numpy()
+        target_end = all_target_end[start:stop]
         if targets_before is not None:
             keep = ~pd.isna(target_end[ends])
             keep[keep] = target_end[ends][keep] < np.datetime64(targets_before)
@@ -307,7 +342,7 @@ def make_windows(
         if last_only:
             ends = ends[ends == len(feats) - 1]
         if len(ends):
-            closes = group["close"].to_numpy()
+            closes = all_closes[start:stop]
             selected.append((ticker, feats, targets, trade_dates, closes, target_end, ends))
 
     total = sum(len(item[-1]) for item in selected)

@@ -321,7 +321,12 @@ def load_champion() -> RegisteredModel:
             f"no '{CHAMPION_ALIAS}' version of model '{MODEL_NAME}' is registered: "
             "run `stockcast train` first"
         ) from exc
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
+    # Without suppress_warnings MLflow maps every installed module to its package to compare
+    # with the model's pip requirements, seconds per load, for a warning the CLI never shows
+    # (MLflow logs at ERROR only: cli._quiet_libraries).
+    model = mlflow.pyfunc.load_model(
+        f"models:/{MODEL_NAME}/{version.version}", suppress_warnings=True
+    )
     meta = model.unwrap_python_model().meta
     return RegisteredModel(str(version.version), version.run_id, model, meta)
 

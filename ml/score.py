@@ -23,12 +23,14 @@ import numpy as np
 import pandas as pd
 
 from ml.config import MODEL_NAME
-from ml.data import load_indicators
+from ml.data import load_indicators, load_recent_indicators
 from ml.features import (
+    EWMA_LAMBDA,
     FEATURE_GROUPS,
     FEATURES,
     HORIZONS,
     build_feature_frame,
+    history_rows,
     make_windows,
 )
 
@@ -85,12 +87,18 @@ def score(
     tickers: list[str] | None = None,
     progress=None,
     since: date | None = None,
+    *,
+    whole_history: bool = False,
 ) -> ScoreResult:
     """Forecast with the champion as of each ticker's last bar; with ``since``, as of every
     trading day from ``since`` on (a backfill, so that history and realized accuracy can be
     shown at once). A backfill keeps the forecasts already published for an as-of date (they
     are the record of what was forecast then) and writes the model's ``data_end`` beside each
-    forecast: the marts flag those whose target date the model was fitted on as in-sample."""
+    forecast: the marts flag those whose target date the model was fitted on as in-sample.
+
+    Only the bars each forecast depends on are read (:func:`ml.features.history_rows` per
+    ticker); ``whole_history`` reads every bar instead, which gives the same forecasts, slower
+    (the reference the tests hold the short read to)."""
     from ml.warehouse.preflight import check_warehouse
 
     warehouse = ctx.warehouse
@@ -102,15 +110,18 @@ def score(
     say = progress or (lambda message: None)
     ctx.tracking()
     if registry.champion_version() is None:
-        return score_baseline(ctx, tickers, say, since=since)
+        return score_baseline(ctx, tickers, say, since=since, whole_history=whole_history)
     champion = registry.load_champion()
     window = int(champion.meta["window"])
 
     features = champion.meta["features"]
     # Market inputs are means over the universe loaded: build them from every ticker the
     # model was trained beside, then keep the ones asked for.
-    universe = None if set(features) & set(FEATURE_GROUPS["market"]) else tickers
-    frame = build_feature_frame(load_indicators(warehouse, universe))
+    market = bool(set(features) & set(FEATURE_GROUPS["market"]))
+    universe = None if market else tickers
+    frame = build_feature_frame(
+        _read_history(warehouse, universe, history_rows(window), since, market, whole_history)
+    )
     if tickers and universe is None:
         frame = frame[frame["ticker"].isin(set(tickers))]
     latest = _origins(warehouse, frame, window, features, since, say)
@@ -136,28 +147,11 @@ def score(
             f"v{champion.version}, fitted on data through {champion.meta.get('data_end')}"
         )
     log_returns, bounds = champion.model.unwrap_python_model().forecast(latest.x)
-    as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
-    targets = next_trading_days(as_of, HORIZONS)
-    scored_at = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    rows = []
-    for i, ticker in enumerate(latest.tickers):
-        close = latest.as_of_close[i]
-        for h in range(HORIZONS):
-            row = {
-                "ticker": ticker,
-                "as_of_date": as_of[i].date(),
-                "target_date": targets[as_of[i]][h],
-                "horizon": h + 1,
-                "predicted_close": float(close * np.exp(log_returns[i, h])),
-            }
-            for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
-                row[column] = float(close * np.exp(bounds[column][i, h])) if bounds else None
-            rows.append(row)
-    predictions = pd.DataFrame(rows).assign(
+    predictions = _predictions(latest, log_returns, bounds).assign(
         model_name=MODEL_NAME,
         model_version=champion.version,
         mlflow_run_id=champion.run_id,
-        scored_at=scored_at,
+        scored_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
         model_data_end=pd.Timestamp(champion.meta["data_end"]).date()
         if champion.meta.get("data_end")
         else None,
@@ -169,6 +163,36 @@ def score(
         champion.version, champion.run_id, written, len(set(latest.tickers)), skipped
     )
     return _logged(result, predictions)
+
+
+def _read_history(
+    warehouse, tickers, rows: int, since: date | None, market: bool, whole_history: bool
+) -> pd.DataFrame:
+    """The indicator bars the forecasts depend on: each ticker's last ``rows`` (before
+    ``since`` and all from it on, for a backfill). Market features are means over the
+    universe by date, so with them every ticker's bars are read from the earliest date any
+    forecast needs."""
+    if whole_history:
+        return load_indicators(warehouse, tickers)
+    return load_recent_indicators(warehouse, rows, tickers, since=since, common_start=market)
+
+
+def _predictions(latest, log_returns: np.ndarray, bounds: dict | None) -> pd.DataFrame:
+    """``HORIZONS`` rows per origin: the target trading days, the forecast log returns and
+    their bounds (NULL without ``bounds``) as prices of the as-of close."""
+    as_of = pd.DatetimeIndex(latest.as_of_dates)
+    targets = next_trading_days(list(as_of), HORIZONS)
+    close = np.asarray(latest.as_of_close, dtype=np.float64)[:, None]
+    columns = {
+        "ticker": np.repeat(latest.tickers, HORIZONS),
+        "as_of_date": np.repeat(as_of.date, HORIZONS),
+        "target_date": [day for d in as_of for day in targets[d]],
+        "horizon": np.tile(np.arange(1, HORIZONS + 1), len(latest)),
+        "predicted_close": (close * np.exp(log_returns)).ravel(),
+    }
+    for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
+        columns[column] = (close * np.exp(bounds[column])).ravel() if bounds else None
+    return pd.DataFrame(columns)
 
 
 def _origins(warehouse, frame: pd.DataFrame, window: int, features, since: date | None, say):
@@ -211,6 +235,8 @@ def score_baseline(
     tickers: list[str] | None = None,
     say=None,
     since: date | None = None,
+    *,
+    whole_history: bool = False,
 ) -> ScoreResult:
     """Publish the baseline: the naive point forecast (predicted close = the as-of close) with
     RiskMetrics EWMA 80/95% intervals, for every ticker whose last bar has complete features;
@@ -219,10 +245,15 @@ def score_baseline(
 
     What :func:`score` writes when no champion exists (nothing has passed the promotion gate).
     """
+    from ml.baselines import EWMA_LAMBDA as BASELINE_LAMBDA
     from ml.baselines import ewma_forecasts
 
     say = say or (lambda message: None)
-    frame = build_feature_frame(load_indicators(ctx.warehouse, tickers))
+    # The base features' EWMA and the baseline's own both reach back this far.
+    rows = history_rows(BASELINE_WINDOW, min(EWMA_LAMBDA, BASELINE_LAMBDA))
+    frame = build_feature_frame(
+        _read_history(ctx.warehouse, tickers, rows, since, False, whole_history)
+    )
     latest = _origins(ctx.warehouse, frame, BASELINE_WINDOW, FEATURES, since, say)
     skipped = sorted(set(frame["ticker"].unique()) - set(latest.tickers))
     if len(latest) == 0:
@@ -247,23 +278,13 @@ def score_baseline(
             "baseline (no model has passed the promotion gate)"
         )
     log_returns, bounds = ewma_forecasts(frame, latest)
-    as_of = [pd.Timestamp(d) for d in latest.as_of_dates]
-    targets = next_trading_days(as_of, HORIZONS)
-    close = np.asarray(latest.as_of_close, dtype=np.float64)[:, None]
-    n = len(latest)
-    columns = {
-        "ticker": np.repeat(latest.tickers, HORIZONS),
-        "as_of_date": np.repeat([d.date() for d in as_of], HORIZONS),
-        "target_date": [day for d in as_of for day in targets[d]],
-        "horizon": np.tile(np.arange(1, HORIZONS + 1), n),
-        "predicted_close": (close * np.exp(log_returns)).ravel(),
-    }
+    predictions = _predictions(latest, log_returns, bounds)
     for column in ("lower_80", "upper_80", "lower_95", "upper_95"):
         # A ticker with no past return has no EWMA variance: no interval (NULL), as the
         # contract allows.
-        prices = close * np.exp(bounds[column])
-        columns[column] = np.where(np.isfinite(prices), prices, np.nan).ravel()
-    predictions = pd.DataFrame(columns).assign(
+        prices = predictions[column].to_numpy()
+        predictions[column] = np.where(np.isfinite(prices), prices, np.nan)
+    predictions = predictions.assign(
         model_name=BASELINE_MODEL_NAME,
         model_version=BASELINE_VERSION,
         mlflow_run_id=BASELINE_RUN_ID,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,44 @@ def duckdb_lock_held(path: Path):
     finally:
         holder.kill()
         holder.wait()
+
+
+# Days (of January 2020) with a bar: A every day to the 10th, B with a gap, C ending early.
+TAIL_DAYS = {"A": list(range(1, 11)), "B": [1, 2, 8, 9, 10, 11, 12], "C": [5, 6]}
+# Warehouse.read_table_tail over TAIL_DAYS: (rows, options, the days kept per ticker).
+TAIL_READS = [
+    (3, {}, {"A": [8, 9, 10], "B": [10, 11, 12], "C": [5, 6]}),
+    (1, {"filter_in": {"ticker": ["B", "C"]}}, {"B": [12], "C": [6]}),
+    # the rows before the date, all from it on; C ends before it: still its last rows
+    (2, {"kept_from": date(2020, 1, 10)}, {"A": [8, 9, 10], "B": [8, 9, 10, 11, 12], "C": [5, 6]}),
+    # the last 2 rows start on day 9 (A), 11 (B), 5 (C): all from day 5, and each ticker's bar
+    # before it (B's on day 2: its return on day 8 needs it)
+    (2, {"common_start": True}, {"A": [4, 5, 6, 7, 8, 9, 10], "B": [2, 8, 9, 10, 11, 12], "C": [5, 6]}),
+    # the last row before the 12th: day 10 (A), 11 (B), 6 (C): all from day 6
+    (
+        1,
+        {"common_start": True, "kept_from": date(2020, 1, 12)},
+        {"A": [5, 6, 7, 8, 9, 10], "B": [2, 8, 9, 10, 11, 12], "C": [5, 6]},
+    ),
+]  # fmt: skip
+
+
+def tail_days_frame() -> pd.DataFrame:
+    """TAIL_DAYS as rows (ticker, trade_date, day)."""
+    return pd.DataFrame(
+        [(t, date(2020, 1, d), d) for t, days in TAIL_DAYS.items() for d in days],
+        columns=["ticker", "trade_date", "day"],
+    )
+
+
+def tail_days(warehouse, table: str, rows: int, **options) -> dict[str, list[int]]:
+    """The days a tail read of ``table`` (:func:`tail_days_frame`'s rows) keeps, per ticker;
+    checks they come sorted by ticker and date."""
+    frame = warehouse.read_table_tail(
+        table, ["ticker", "trade_date", "day"],
+        partition_by="ticker", order_by="trade_date", rows=rows, **options,
+    )  # fmt: skip
+    assert list(zip(frame["ticker"], frame["trade_date"], strict=True)) == sorted(
+        zip(frame["ticker"], frame["trade_date"], strict=True)
+    )
+    return {ticker: [int(d) for d in group["day"]] for ticker, group in frame.groupby("ticker")}

@@ -10,6 +10,7 @@ BigQuery does instead, so that a gap that closes (or a new emulator version) fai
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from emulators import (
     seed_sources,
     warehouse_for,
 )
-from helpers import YAHOO
+from helpers import TAIL_READS, YAHOO, tail_days, tail_days_frame
 
 pytestmark = pytest.mark.slow
 
@@ -249,6 +250,59 @@ def test_incremental_runs_equal_the_full_build(
         left = bigquery[column].astype(float).to_numpy()
         right = duck[column].astype(float).to_numpy()
         np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+
+
+@pytest.fixture(scope="module")
+def bigquery_warehouse(emulator_env, bigquery_build, client):
+    """The product's BigQuery engine on the built datasets, with ``tails.days`` added (the
+    rows of :func:`helpers.tail_days_frame`; a dataset of its own, kept out of the marts)."""
+    prefix, result = bigquery_build
+    assert result.returncode == 0
+    warehouse = warehouse_for(emulator_env, STOCKCAST_BQ_DATASET=prefix)
+    client.create_dataset(warehouse.dataset("tails"), exists_ok=True)
+    rows = ", ".join(
+        f"struct('{row.ticker}' as ticker, date '{row.trade_date}' as trade_date, {row.day} as day)"
+        for row in tail_days_frame().itertuples()
+    )
+    warehouse.query_df(
+        f"create table {warehouse.table('tails.days')} as select * from unnest([{rows}])"
+    )
+    return warehouse
+
+
+@pytest.mark.parametrize(("rows", "options", "kept"), TAIL_READS)
+def test_tail_reads_keep_the_same_rows_on_bigquery(bigquery_warehouse, rows, options, kept):
+    assert tail_days(bigquery_warehouse, "tails.days", rows, **options) == kept
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"kept_from": dt.date(2019, 12, 2), "filter_in": {"ticker": ["KO", "MSFT"]}},
+        {"kept_from": dt.date(2019, 12, 2), "common_start": True},
+    ],
+    ids=["last rows", "from a date", "common start"],
+)
+def test_tail_reads_of_the_indicator_mart_equal_duckdb(
+    bigquery_warehouse, duckdb_build, options
+) -> None:
+    from ml.features import INDICATOR_COLUMNS
+
+    duck = warehouse_for({"STOCKCAST_TARGET": "dev", "STOCKCAST_DUCKDB_PATH": str(duckdb_build)})
+    left, right = (
+        warehouse.read_table_tail(
+            "marts.fct_daily_indicators",
+            INDICATOR_COLUMNS,
+            partition_by="ticker",
+            order_by="trade_date",
+            rows=40,
+            **options,
+        )
+        for warehouse in (bigquery_warehouse, duck)
+    )
+    assert len(left) > 0
+    pd.testing.assert_frame_equal(left, right, check_dtype=False, rtol=1e-9, atol=0)
 
 
 def test_quality_marts_equal_duckdb(bigquery_build, client, duckdb_build) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import YAHOO, isolated_home
@@ -223,3 +225,69 @@ def test_a_run_with_tickers_the_champion_never_saw_retrains_and_says_so(pipeline
         for m in messages
     )
     assert report.forecasts_written == (len(TICKERS) + 1) * 10
+
+
+@pytest.fixture
+def home_copy(pipeline_run, tmp_path):
+    """A run context on a copy of the pipeline's home (warehouse and MLflow store; the
+    champion's artifacts stay where they are), so that what a test scores stays its own."""
+    original = pipeline_run["warehouse"].path.parents[1]  # <home>/warehouse/stockcast.duckdb
+    home = tmp_path / "home"
+    shutil.copytree(original, home)
+    store = Path(pipeline_run["settings"].mlflow_tracking_uri.removeprefix("sqlite:///"))
+    tracking = f"sqlite:///{home / store.relative_to(original)}"
+    with isolated_home(home, {"MLFLOW_TRACKING_URI": tracking}):
+        from ml.context import build_context
+
+        yield build_context()
+
+
+def _published_then_cleared(ctx) -> pd.DataFrame:
+    """The forecasts in ``ml.predicted_prices``, which is emptied (a backfill would keep them)."""
+    import duckdb
+
+    rows = ctx.warehouse.query_df("select * from ml.predicted_prices")
+    with duckdb.connect(str(ctx.warehouse.path)) as con:
+        con.execute("delete from ml.predicted_prices")
+    return rows.sort_values(["ticker", "as_of_date", "horizon"]).reset_index(drop=True)
+
+
+def _assert_same_forecasts(short: pd.DataFrame, whole: pd.DataFrame) -> None:
+    keys = ["ticker", "as_of_date", "target_date", "horizon", "model_name", "model_version"]
+    assert len(short) > 0
+    pd.testing.assert_frame_equal(short[keys], whole[keys])
+    for column in ["predicted_close", "lower_80", "upper_80", "lower_95", "upper_95"]:
+        assert short[column].notna().all(), column
+        np.testing.assert_allclose(short[column], whole[column], rtol=1e-9, err_msg=column)
+
+
+@pytest.mark.parametrize("path", ["champion", "baseline"])
+def test_forecasts_from_each_tickers_last_bars_equal_those_from_its_whole_history(home_copy, path):
+    """Score reads only the bars a forecast depends on (features.history_rows per ticker,
+    from the earliest date any ticker needs with the champion's market features): its
+    forecasts, as of the last bar and backfilled, are those of the whole history. KO's bars
+    go back decades, NVDA's have a gap, AMCR's start with years of flat placeholder bars."""
+    from ml.data import load_indicators, load_recent_indicators
+    from ml.features import history_rows
+    from ml.score import score, score_baseline
+
+    ctx = home_copy
+    run = score if path == "champion" else score_baseline
+    whole = load_indicators(ctx.warehouse)
+    short = load_recent_indicators(ctx.warehouse, history_rows(10), common_start=True)
+    assert len(short) < len(whole) / 3  # the short read is much shorter
+    _published_then_cleared(ctx)
+    days = sorted(whole.loc[whole["ticker"] == "KO", "trade_date"])
+    since = days[-25].date()
+    for kwargs in ({}, {"since": since}):
+        ctx.tracking()
+        first = run(ctx, whole_history=True, **kwargs)
+        reference = _published_then_cleared(ctx)
+        second = run(ctx, **kwargs)
+        assert second.model_name == first.model_name == ("naive_ewma" if path == "baseline"
+                                                         else MODEL_NAME)  # fmt: skip
+        assert (second.tickers_scored, second.tickers_skipped) == (
+            first.tickers_scored, first.tickers_skipped
+        )  # fmt: skip
+        _assert_same_forecasts(_published_then_cleared(ctx), reference)
+    assert len(reference) == whole["ticker"].nunique() * 25 * 10  # 25 days x 10 horizons

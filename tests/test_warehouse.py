@@ -4,6 +4,7 @@ the dbt target's type."""
 import duckdb
 import pandas as pd
 import pytest
+from helpers import TAIL_READS, tail_days, tail_days_frame
 
 from ml.config import ConfigError, load_settings
 from ml.contracts import PREDICTED_PRICES, TABLES
@@ -65,6 +66,23 @@ def test_writers_refuse_rows_missing_required_columns_before_writing(warehouse):
     with pytest.raises(WarehouseError, match="model_name"):
         warehouse.replace_predictions(rows.drop(columns="model_name").assign(predicted_close=1.0))
     assert warehouse.query_df("select count(*) as n from ml.predicted_prices")["n"].iloc[0] == 0
+
+
+@pytest.fixture
+def days_table(warehouse):
+    """``tails.days`` (ticker, trade_date, day) over the :data:`helpers.TAIL_DAYS`."""
+    with duckdb.connect(str(warehouse.path)) as con:
+        con.execute("create schema tails")
+        con.register("rows", tail_days_frame())
+        con.execute("create table tails.days as select * from rows")
+    return warehouse
+
+
+@pytest.mark.parametrize(("rows", "options", "kept"), TAIL_READS)
+def test_a_tail_read_keeps_each_tickers_last_rows(days_table, rows, options, kept):
+    """Per ticker its last rows (before a date, and all from it on); with a common start,
+    every ticker from the earliest of those, and its bar before (see helpers.TAIL_READS)."""
+    assert tail_days(days_table, "tails.days", rows, **options) == kept
 
 
 def _source_tables() -> dict[str, dict]:

@@ -184,6 +184,20 @@ class BigQueryWarehouse(Warehouse):
             sql += " order by " + ", ".join(order_by)
         return self.query_df(sql, params)
 
+    def _in_parameter(self, column: str, parameter: str) -> str:
+        return f"{column} in unnest(@{parameter})"
+
+    def _query_named(self, sql: str, params: dict[str, object]) -> pd.DataFrame:
+        return self.query_df(
+            sql,
+            [
+                bigquery.ArrayQueryParameter(name, _param_type(value[0]), value)
+                if isinstance(value, list)
+                else bigquery.ScalarQueryParameter(name, _param_type(value), value)
+                for name, value in params.items()
+            ],
+        )
+
     def table_exists(self, logical_name: str) -> bool:
         try:
             self.client.get_table(self.table_id(logical_name), retry=RETRY)

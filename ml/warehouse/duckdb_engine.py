@@ -245,6 +245,13 @@ class DuckDBWarehouse(Warehouse):
             sql += " order by " + ", ".join(order_by)
         return self.query_df(sql, params)
 
+    def _in_parameter(self, column: str, parameter: str) -> str:
+        return f"list_contains(${parameter}, {column})"
+
+    def _query_named(self, sql: str, params: dict[str, object]) -> pd.DataFrame:
+        with self.connect(read_only=self.path.exists()) as con:
+            return con.execute(NAMED_PARAMETER.sub(r"$\1", sql), params).df()
+
     def table_exists(self, logical_name: str) -> bool:
         schema, name = logical_name.split(".")
         if not self.path.exists():
