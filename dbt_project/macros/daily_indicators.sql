@@ -19,8 +19,8 @@
     every smoothing factor used here (the dropped tail is below e^-60 ~ 1e-26 of the result, so
     it equals the recursive definition to double precision), and r^-B <= e^182 for the largest
     factor (0.2) cannot overflow a double. One block size for every series lets all of them
-    share one window (partition by ticker and block): 2 window passes and 4 small aggregates in
-    all, instead of 3 windows per EMA.
+    share one window (partition by ticker and block): 2 window passes and a few small aggregates
+    in all, instead of 3 windows per EMA.
 
     Seeds without windows: TA-Lib seeds an EMA at bar s with the mean of the n values ending at
     s, i.e. y_s = mean / a: each of those n values is a term x_j / (n * a) weighted as if it
@@ -44,6 +44,8 @@
       stateful    false: every ticker starts at its first bar (no state columns: narrower
                   rows through the windows).
       prefix      prefix of the emitted CTE names; the last one is `<prefix>_values`.
+      carry       more columns of `prices` to pass through to `<prefix>_values` (the mart's
+                  full build carries the bar's OHLCV: cheaper than joining 1M rows back).
 -#}
 
 {#- Smoothing factors (numerator, denominator) of the series; block size from the smallest. -#}
@@ -166,7 +168,7 @@
 {%- endmacro %}
 
 
-{% macro daily_indicator_ctes(prices, stateful=false, prefix='indicator') -%}
+{% macro daily_indicator_ctes(prices, stateful=false, prefix='indicator', carry=[]) -%}
     {%- set block_size = stockcast.indicator_block_size() -%}
     {#- name: (value, numerator, denominator, seed index, seed window, state column) -#}
     {%- set series = {
@@ -180,6 +182,7 @@
         'state_index', 'state_ema_12', 'state_ema_26', 'state_macd_fast_ema',
         'state_average_gain', 'state_average_loss', 'state_macd_signal', 'state_rsi_14',
     ] if stateful else [] -%}
+    {%- set passthrough = state_columns + carry -%}
     {%- set fast_a = stockcast._smoothing_alpha(2, 13) -%}
     {%- set fast_r = stockcast._smoothing_decay(2, 13) -%}
     {%- set signal_a = stockcast._smoothing_alpha(2, 10) -%}
@@ -191,7 +194,7 @@
         ticker,
         trade_date,
         close,
-        {%- for column in state_columns %}
+        {%- for column in passthrough %}
         {{ column }},
         {%- endfor %}
         index_offset + row_number() over bars - 1 as price_index,
@@ -290,9 +293,10 @@
     select
         ticker,
         trade_date,
+        close,
         price_index,
         block_number,
-        {%- for column in state_columns %}
+        {%- for column in passthrough %}
         {{ column }},
         {%- endfor %}
         sma_5,
@@ -313,9 +317,10 @@
     select
         smoothed.ticker,
         smoothed.trade_date,
+        smoothed.close,
         smoothed.price_index,
         smoothed.block_number,
-        {%- for column in state_columns %}
+        {%- for column in passthrough %}
         smoothed.{{ column }},
         {%- endfor %}
         smoothed.sma_5,
@@ -489,6 +494,7 @@
     select
         ticker,
         trade_date,
+        close,
         price_index,
         {{ 'state_index' if stateful else 'cast(null as ' ~ dbt.type_bigint() ~ ') as state_index' }},
         sma_5,
@@ -507,6 +513,9 @@
         macd_fast_ema,
         average_gain,
         average_loss
+        {%- for column in carry %},
+        {{ column }}
+        {%- endfor %}
 
     from {{ prefix }}_signal_smoothed
 

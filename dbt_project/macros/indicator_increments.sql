@@ -186,10 +186,16 @@
 {%- endmacro %}
 
 
-{#- The CTEs `indicator_inputs` (the bars to compute, as daily_indicator_ctes reads them) and
-    `output_prices` (the bars to write). `stored` none: every bar of `prices` (full build);
-    else the mart so far: only the bars after each ticker's last stored one, with the 50
-    stored bars up to it as context and its indicators as state. -#}
+{#- The bar columns the mart carries through the indicator CTEs besides the close. -#}
+{% macro indicator_carried_columns() -%}
+    {{ return(['open', 'high', 'low', 'adj_close', 'volume', 'ingested_at']) }}
+{%- endmacro %}
+
+
+{#- The CTE `indicator_inputs`: the bars to compute, as daily_indicator_ctes reads them, with
+    the carried columns. `stored` none: every bar of `prices` (full build); else the mart so
+    far: only the bars after each ticker's last stored one, with the 50 stored bars up to it as
+    context (carried columns NULL: they are not written) and its indicators as state. -#}
 {% macro indicator_input_ctes(prices, stored) -%}
 {%- if stored is none %}
 indicator_inputs as (
@@ -198,15 +204,12 @@ indicator_inputs as (
         ticker,
         trade_date,
         close,
+        {%- for column in stockcast.indicator_carried_columns() %}
+        {{ column }},
+        {%- endfor %}
         0 as index_offset
 
     from {{ prices }}
-
-),
-
-output_prices as (
-
-    select * from {{ prices }}
 
 )
 {%- else %}
@@ -313,29 +316,35 @@ indicator_inputs as (
         stored_states.state_average_gain,
         stored_states.state_average_loss,
         stored_states.state_macd_signal,
-        stored_states.state_rsi_14
+        stored_states.state_rsi_14,
+        {%- for column in stockcast.indicator_carried_columns() %}
+        bars.{{ column }}
+        {{- ',' if not loop.last }}
+        {%- endfor %}
 
     from (
         select
             ticker,
             trade_date,
-            close
-        from context_bars
+            close,
+            {%- for column in stockcast.indicator_carried_columns() %}
+            {{ column }}
+            {{- ',' if not loop.last }}
+            {%- endfor %}
+        from new_prices
         union all
         select
             ticker,
             trade_date,
-            close
-        from new_prices
+            close,
+            {%- for column in stockcast.indicator_carried_columns() %}
+            null as {{ column }}
+            {{- ',' if not loop.last }}
+            {%- endfor %}
+        from context_bars
     ) as bars
     left join stored_states
         on bars.ticker = stored_states.ticker
-
-),
-
-output_prices as (
-
-    select * from new_prices
 
 )
 {%- endif %}

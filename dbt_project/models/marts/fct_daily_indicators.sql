@@ -29,39 +29,39 @@ prices as (
 
 {{ stockcast.indicator_input_ctes('prices', this if stateful else none) }},
 
-{{ stockcast.daily_indicator_ctes('indicator_inputs', stateful=stateful) }},
+{{ stockcast.daily_indicator_ctes(
+    'indicator_inputs', stateful=stateful, carry=stockcast.indicator_carried_columns()
+) }},
 
 final as (
 
     select
-        output_prices.ticker,
-        output_prices.trade_date,
-        indicator_values.price_index,
-        output_prices.open,
-        output_prices.high,
-        output_prices.low,
-        output_prices.close,
-        output_prices.adj_close,
-        output_prices.volume,
-        indicator_values.sma_5,
-        indicator_values.sma_15,
-        indicator_values.sma_20,
-        indicator_values.sma_50,
-        indicator_values.ema_12,
-        indicator_values.ema_26,
-        indicator_values.macd,
-        indicator_values.macd_signal,
-        indicator_values.macd_hist,
-        indicator_values.rsi_14,
-        indicator_values.average_gain as rsi_average_gain,
-        indicator_values.average_loss as rsi_average_loss,
-        output_prices.ingested_at
+        ticker,
+        trade_date,
+        price_index,
+        open,
+        high,
+        low,
+        close,
+        adj_close,
+        volume,
+        sma_5,
+        sma_15,
+        sma_20,
+        sma_50,
+        ema_12,
+        ema_26,
+        macd,
+        macd_signal,
+        macd_hist,
+        rsi_14,
+        average_gain as rsi_average_gain,
+        average_loss as rsi_average_loss,
+        ingested_at
 
     from indicator_values
-    inner join output_prices
-        on
-            indicator_values.ticker = output_prices.ticker
-            and indicator_values.trade_date = output_prices.trade_date
+    {#- a resumed ticker's context bars (up to its state bar) are already stored #}
+    where state_index is null or price_index > state_index
 
 )
 
