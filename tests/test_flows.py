@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
@@ -493,6 +493,25 @@ def test_a_crossed_monitor_threshold_starts_the_retrain_and_its_gate_decision_is
 
 
 # -- serve ------------------------------------------------------------------------------------
+def _polled_since(api: str, since: float) -> bool:
+    """Whether a runner has polled both deployments on the Prefect server since ``since``."""
+    import httpx
+
+    names = [flows.DAILY_DEPLOYMENT, flows.RETRAIN_DEPLOYMENT]
+    found = httpx.post(
+        f"{api}/deployments/filter",
+        json={"deployments": {"name": {"any_": names}}},
+        timeout=10,
+    ).json()
+    polled = [
+        d["name"]
+        for d in found
+        if d.get("last_polled")
+        and datetime.fromisoformat(d["last_polled"].replace("Z", "+00:00")).timestamp() >= since
+    ]
+    return sorted(set(polled)) == sorted(names)
+
+
 def test_serve_starts_and_stops_cleanly_on_ctrl_c(prefect_api, tmp_path):
     env = _env(tmp_path / "home", PREFECT_API_URL=prefect_api)
     process = subprocess.Popen(
@@ -501,12 +520,19 @@ def test_serve_starts_and_stops_cleanly_on_ctrl_c(prefect_api, tmp_path):
     )  # fmt: skip
     lines: list[str] = []
     reader = _collect(process, lines)
+    started = time.time()
     deadline = time.monotonic() + 300
     while not any(line.startswith("serving on ") for line in lines):
         assert process.poll() is None, process.stderr.read()
         assert time.monotonic() < deadline, lines
         time.sleep(0.2)
-    time.sleep(2)  # the runner is polling now
+    # Ctrl-C once the runner polls for both deployments: "serving on" is printed before
+    # Prefect's runner has registered them and taken over the signal, and on a loaded machine
+    # a fixed pause was not always enough.
+    while not _polled_since(prefect_api, started):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, lines
+        time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 0, process.stderr.read()
     reader.join(timeout=10)
