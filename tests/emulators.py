@@ -118,9 +118,19 @@ def warehouse_for(env: dict[str, str], **overrides: str):
 
 def seed_sources(warehouse, prices: pd.DataFrame, ml: dict[str, pd.DataFrame]) -> None:
     """Create the source tables and fill them through the engine's own writers."""
+    warehouse.ensure_schema()
+    load_prices(warehouse, prices)
+    warehouse.replace_backtest("run_1", ml["ml.backtest_metrics"], ml["ml.backtest_forecasts"])
+    warehouse.replace_predictions(ml["ml.predicted_prices"])
+    if "ml.drift_scores" in ml:
+        warehouse.replace_drift_scores(ml["ml.drift_scores"])
+
+
+def load_prices(warehouse, prices: pd.DataFrame) -> None:
+    """``prices`` through the engine's own price loader, one file per ``source_file`` as ingest
+    loads them (no refused rows)."""
     from ml.contracts import REJECTED_ROWS
 
-    warehouse.ensure_schema()
     no_refusals = pd.DataFrame(columns=REJECTED_ROWS.column_names)
     for source_file, bars in prices.groupby("source_file"):
         warehouse.load_price_file(
@@ -136,10 +146,6 @@ def seed_sources(warehouse, prices: pd.DataFrame, ml: dict[str, pd.DataFrame]) -
                 "ingested_at": bars["ingested_at"].iloc[0],
             },
         )
-    warehouse.replace_backtest("run_1", ml["ml.backtest_metrics"], ml["ml.backtest_forecasts"])
-    warehouse.replace_predictions(ml["ml.predicted_prices"])
-    if "ml.drift_scores" in ml:
-        warehouse.replace_drift_scores(ml["ml.drift_scores"])
 
 
 def price_slice(yahoo_dir: Path, ticker: str, start: str, rows: int) -> pd.DataFrame:

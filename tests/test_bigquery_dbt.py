@@ -23,6 +23,7 @@ from emulators import (
     DBT_PROJECT_DIR,
     REPO,
     dbt_env,
+    load_prices,
     ml_frames,
     new_dataset_prefix,
     parse_exports,
@@ -81,9 +82,7 @@ def bigquery_build(emulator_env, client, prices, tmp_path_factory):
     env = dbt_env(emulator_env, prefix)
     result = run_dbt(["build"], env, tmp_path_factory.mktemp("dbt_bigquery"))
     yield prefix, result
-    for dataset in client.list_datasets():
-        if dataset.dataset_id.startswith(prefix + "_") or dataset.dataset_id == prefix:
-            client.delete_dataset(dataset.dataset_id, delete_contents=True, not_found_ok=True)
+    _drop_datasets(client, prefix)
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +122,25 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
         trade_date=pd.to_datetime(frame["trade_date"]), price_index=frame["price_index"].astype(int)
     )
     return frame.sort_values(["ticker", "trade_date"]).reset_index(drop=True)
+
+
+def _drop_datasets(client, prefix: str) -> None:
+    for dataset in client.list_datasets():
+        if dataset.dataset_id.startswith(prefix + "_") or dataset.dataset_id == prefix:
+            client.delete_dataset(dataset.dataset_id, delete_contents=True, not_found_ok=True)
+
+
+def _assert_same_mart(bigquery: pd.DataFrame, duckdb_mart: pd.DataFrame, rows: int) -> None:
+    """The indicator marts of both engines: the same rows, indicators within 1e-9 (relative),
+    NULL in the same places."""
+    bigquery, duck = _sorted(bigquery), _sorted(duckdb_mart)
+    assert len(bigquery) == len(duck) == rows
+    assert (bigquery[["ticker", "price_index"]] == duck[["ticker", "price_index"]]).all().all()
+    for column in INDICATORS:
+        left = bigquery[column].astype(float).to_numpy()
+        right = duck[column].astype(float).to_numpy()
+        assert (np.isnan(left) == np.isnan(right)).all(), column
+        np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
 
 
 # -- the emulator script ----------------------------------------------------------------------
@@ -176,35 +194,7 @@ def test_indicator_mart_equals_duckdb(bigquery_build, client, duckdb_mart, price
     prefix, result = bigquery_build
     assert result.returncode == 0
     bigquery = client.query(f"select * from `{prefix}_marts`.`fct_daily_indicators`").to_dataframe()
-    bigquery, duck = _sorted(bigquery), _sorted(duckdb_mart)
-    assert len(bigquery) == len(duck) == len(prices)
-    assert (bigquery[["ticker", "price_index"]] == duck[["ticker", "price_index"]]).all().all()
-    for column in INDICATORS:
-        left = bigquery[column].astype(float).to_numpy()
-        right = duck[column].astype(float).to_numpy()
-        assert (np.isnan(left) == np.isnan(right)).all(), column
-        np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
-
-
-def _load_prices(warehouse, bars: pd.DataFrame) -> None:
-    """``bars`` through the engine's own price loader (one file per ticker, as ingest does)."""
-    from ml.contracts import REJECTED_ROWS
-
-    no_refusals = pd.DataFrame(columns=REJECTED_ROWS.column_names)
-    for source_file, file_bars in bars.groupby("source_file"):
-        warehouse.load_price_file(
-            file_bars,
-            no_refusals,
-            {
-                "source_file": source_file,
-                "content_sha256": "1" * 64,
-                "layout": "yahoo",
-                "tickers": ",".join(sorted(file_bars["ticker"].unique())),
-                "rows_read": len(file_bars),
-                "rows_refused": 0,
-                "ingested_at": file_bars["ingested_at"].iloc[0],
-            },
-        )
+    _assert_same_mart(bigquery, duckdb_mart, len(prices))
 
 
 def test_incremental_runs_equal_the_full_build(
@@ -227,10 +217,10 @@ def test_incremental_runs_equal_the_full_build(
     env = dbt_env(emulator_env, prefix)
     select = ["--select", "stg_raw__daily_prices", "fct_daily_indicators"]
     try:
-        _load_prices(warehouse, first)
+        load_prices(warehouse, first)
         built = run_dbt(["run", *select], env, tmp_path_factory.mktemp("dbt_bq_first"))
         assert built.returncode == 0, built.stdout[-6000:]
-        _load_prices(warehouse, later)
+        load_prices(warehouse, later)
         resumed_in = tmp_path_factory.mktemp("dbt_bq_incremental")
         resumed = run_dbt(["run", *select], env, resumed_in)
         assert resumed.returncode == 0, resumed.stdout[-6000:]
@@ -240,16 +230,8 @@ def test_incremental_runs_equal_the_full_build(
             f"select * from `{prefix}_marts`.`fct_daily_indicators`"
         ).to_dataframe()
     finally:
-        for dataset in client.list_datasets():
-            if dataset.dataset_id.startswith(prefix + "_") or dataset.dataset_id == prefix:
-                client.delete_dataset(dataset.dataset_id, delete_contents=True, not_found_ok=True)
-    bigquery, duck = _sorted(bigquery), _sorted(duckdb_mart)
-    assert len(bigquery) == len(duck) == len(prices)
-    assert (bigquery[["ticker", "price_index"]] == duck[["ticker", "price_index"]]).all().all()
-    for column in INDICATORS:
-        left = bigquery[column].astype(float).to_numpy()
-        right = duck[column].astype(float).to_numpy()
-        np.testing.assert_allclose(left, right, rtol=1e-9, atol=0, equal_nan=True, err_msg=column)
+        _drop_datasets(client, prefix)
+    _assert_same_mart(bigquery, duckdb_mart, len(prices))
 
 
 @pytest.fixture(scope="module")
