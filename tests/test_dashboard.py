@@ -314,6 +314,21 @@ def test_skill_figure_leaves_naive_out_and_fills_significant_points():
     assert {shape.y0 for shape in coverage.layout.shapes} == {0.8, 0.95}
 
 
+def test_dm_pvalues_say_when_a_model_equals_naive():
+    metrics = pd.DataFrame(
+        {
+            "model": ["naive", "lstm", "lstm", "ewma", "ewma"],
+            "horizon": [1, 1, 2, 1, 2],
+            "rel_mae": [1.0, 1.0, 0.97, 1.01, 1.0],
+            "dm_pvalue": [None, None, 0.0123, None, 0.5],
+        }
+    )
+    table = data.dm_pvalue_table(metrics)
+    assert table.loc["lstm"].tolist() == ["= naive", "0.012"]
+    assert table.loc["ewma"].tolist() == ["n/a", "0.500"]
+    assert "naive" not in table.index
+
+
 # -- pages ----------------------------------------------------------------------------------
 
 

@@ -315,6 +315,21 @@ def backtest_skill(reader: MartReader) -> pd.DataFrame:
     )
 
 
+def dm_pvalue_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Diebold-Mariano p-values against naive, a row per model and a column per horizon, as
+    text: a model whose errors equal naive's on every forecast (relative MAE exactly 1, the
+    test undefined) reads "= naive", any other missing value "n/a"."""
+    models = metrics[metrics["model"] != "naive"]
+    identical = models["rel_mae"].eq(1.0) & models["dm_pvalue"].isna()
+    shown = models["dm_pvalue"].map(lambda p: "n/a" if pd.isna(p) else f"{p:.3f}")
+    shown = shown.mask(identical, "= naive")
+    return (
+        models.assign(shown=shown)
+        .pivot(index="model", columns="horizon", values="shown")
+        .rename_axis(index="model", columns="horizon")
+    )
+
+
 def realized_accuracy(reader: MartReader) -> pd.DataFrame:
     """Rolling realized accuracy over all tickers, by target date and model version."""
     reader.require(ACCURACY_ROLLING, SCORE_FIX)

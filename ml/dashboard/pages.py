@@ -243,11 +243,8 @@ def model_page() -> None:
                 "beats naive; filled markers: Diebold-Mariano p < 0.05 with smaller errors."
             )
             st.plotly_chart(figures.skill_figure(metrics), width="stretch")
-            pvalues = metrics[metrics["model"] != "naive"].pivot(
-                index="model", columns="horizon", values="dm_pvalue"
-            )
             st.markdown("Diebold-Mariano p-values against naive, by horizon")
-            st.dataframe(pvalues.round(3), width="stretch")
+            st.dataframe(data.dm_pvalue_table(metrics), width="stretch")
             st.subheader("Interval coverage against nominal")
             st.plotly_chart(figures.coverage_figure(metrics), width="stretch")
     st.header("Realized accuracy")
