@@ -248,6 +248,32 @@ def test_calm_period_crosses_nothing_and_does_not_retrain(calm):
     print("\ncalm:", *report.lines(), f"monitor took {report.seconds:.1f} s", sep="\n  ")
 
 
+def test_realized_relative_mae_above_its_threshold_advises_a_retrain(calm):
+    """The calm period's real realized accuracy, judged against thresholds set just below and
+    at its relative MAE: only a strictly higher MAE is a reason (coverage is kept out)."""
+    import dataclasses
+
+    from ml.monitor import MonitorReport, _judge_accuracy
+
+    accuracy = calm["report"].accuracy
+    loose = dataclasses.replace(calm["ctx"].settings.monitor, coverage_gap=1.0)
+
+    def judged(rel_mae_threshold: float) -> list[str]:
+        thresholds = dataclasses.replace(loose, rel_mae=rel_mae_threshold)
+        report = MonitorReport(thresholds=thresholds, accuracy=accuracy)
+        _judge_accuracy(report)
+        return report.retrain_reasons
+
+    (reason,) = judged(accuracy.rel_mae - 0.001)
+    assert reason.startswith(f"realized relative MAE vs naive {accuracy.rel_mae:.3f} is above")
+    assert f"over {accuracy.window_forecasts} forecasts due {accuracy.window_start}" in reason
+    assert judged(accuracy.rel_mae) == []
+    too_few = dataclasses.replace(loose, rel_mae=0.0, min_realized=accuracy.window_forecasts + 1)
+    report = MonitorReport(thresholds=too_few, accuracy=accuracy)
+    _judge_accuracy(report)
+    assert report.retrain_reasons == [] and report.notes[0].startswith("accuracy not judged")
+
+
 def test_the_accuracy_marts_agree_with_pandas_on_the_replayed_forecasts(calm):
     """The rolling relative MAE and coverage the monitor read, recomputed from the forecasts and
     the closes with pandas: the last 63 sessions of target dates up to 2019-12-31."""
