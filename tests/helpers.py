@@ -19,6 +19,23 @@ SHARED_DATA = Path(
 YAHOO = SHARED_DATA / "yahoo_sp500_daily"
 
 
+def tiny_train_config(seed: int = 1, **overrides):
+    """A TrainConfig small enough for a test: a 4-unit LSTM on 10-day windows, one epoch, at
+    most 2,000 training samples; ``overrides`` replace any field."""
+    from ml.fitting import TrainConfig
+    from ml.model import ModelParams
+
+    params = ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=seed)
+    settings = {
+        "params": params,
+        "validation_days": 60,
+        "calibration_days": 30,
+        "stop_days": 30,
+        "max_train_samples": 2000,
+    }
+    return TrainConfig(**(settings | overrides))
+
+
 def read_yahoo(ticker: str) -> pd.DataFrame:
     frame = pd.read_csv(YAHOO / f"{ticker}.csv.gz", na_values="null").dropna()
     frame["Date"] = pd.to_datetime(frame["Date"])

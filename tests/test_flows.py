@@ -21,7 +21,7 @@ from datetime import date, datetime
 from pathlib import Path
 
 import pytest
-from helpers import YAHOO, isolated_home
+from helpers import YAHOO, isolated_home, tiny_train_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -413,20 +413,8 @@ def test_retrain_trains_backtests_gates_and_publishes_a_new_champion(watched, pr
     pytest.importorskip("tensorflow")
     from ml.backtest import BacktestConfig
     from ml.config import MODEL_NAME
-    from ml.fitting import TrainConfig
-    from ml.model import ModelParams
 
-    tiny = TrainConfig(
-        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-        validation_days=60,
-        calibration_days=30,
-        stop_days=30,
-        max_train_samples=2000,
-        train_years=4,
-        use_tuned=False,
-        gate_folds=1,
-        gate_test_days=10,
-    )
+    tiny = tiny_train_config(train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10)
     backtest = BacktestConfig(n_folds=1, test_days=10, models=("naive", "drift"), train=tiny)
     messages: list[str] = []
     with isolated_home(watched["home"]):
@@ -465,14 +453,9 @@ def test_a_crossed_monitor_threshold_starts_the_retrain_and_its_gate_decision_is
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from ml.fitting import TrainConfig
-    from ml.model import ModelParams
-
-    tiny = TrainConfig(
-        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=2),
-        validation_days=60, calibration_days=30, stop_days=30, max_train_samples=2000,
-        train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10,
-    )  # fmt: skip
+    tiny = tiny_train_config(
+        seed=2, train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10
+    )
     options = {"train_config": tiny, "run_backtest": False}
     monkeypatch.setenv("STOCKCAST_MONITOR_DRIFT_THRESHOLD", "0.000001")
     messages: list[str] = []

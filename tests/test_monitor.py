@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import REPO, YAHOO, indicator_frame, isolated_home
+from helpers import REPO, YAHOO, indicator_frame, isolated_home, tiny_train_config
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("evidently")
 
-from ml.fitting import TrainConfig
-from ml.model import ModelParams
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,15 +37,7 @@ START = "2015-01-02"
 TRAINED_TO = "2019-06-28"
 CALM = ("2019-07-01", "2019-12-31")
 CRASH = ("2020-01-02", "2020-03-31")
-TINY = TrainConfig(
-    params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-    validation_days=60,
-    calibration_days=30,
-    stop_days=30,
-    max_train_samples=2000,
-    gate_folds=1,
-    use_tuned=False,
-)
+TINY = tiny_train_config(gate_folds=1, use_tuned=False)
 ACCURACY_WINDOW = 63  # dbt var accuracy_window_sessions
 
 

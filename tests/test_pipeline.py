@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import YAHOO, isolated_home
+from helpers import YAHOO, isolated_home, tiny_train_config
 
 pytest.importorskip("tensorflow")
 
 from ml.config import CHAMPION_ALIAS, MODEL_NAME
 from ml.fitting import TrainConfig
-from ml.model import ModelParams
 
 pytestmark = [
     pytest.mark.slow,
@@ -25,13 +24,7 @@ pytestmark = [
 # A long history, a short one (HWM), one with 7 years of flat placeholder bars and zero volumes
 # (AMCR), and one with a 5-business-day gap (every file also carries Yahoo's null bar).
 TICKERS = ["KO", "HWM", "AMCR", "NVDA"]
-TINY = TrainConfig(
-    params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-    validation_days=60,
-    calibration_days=30,
-    stop_days=30,
-    max_train_samples=3000,
-)
+TINY = tiny_train_config(max_train_samples=3000)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +138,6 @@ def test_champion_is_registered_with_metrics_and_signature(pipeline_run):
     assert run.data.params["validation_start"] > run.data.params["fit_as_of_end"]
     info = mlflow.models.get_model_info(f"models:/{MODEL_NAME}@{CHAMPION_ALIAS}")
     assert info.signature is not None
-    from ml.fitting import TrainConfig
 
     n_inputs = len(TrainConfig().features)  # the default inputs: base and every group
     assert list(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == [-1, 10, n_inputs]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import REPO, YAHOO, isolated_home
+from helpers import REPO, YAHOO, isolated_home, tiny_train_config
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("psycopg2", reason="MLflow's PostgreSQL store needs psycopg2 (bigquery extra)")
@@ -109,14 +109,8 @@ def job(starting, request, tmp_path_factory):
     """The stages on three real tickers: ingest and dbt build while the servers start, then
     train, promote (forced: a tiny model need not pass the gate) and score against the MLflow
     server."""
-    from ml.fitting import TrainConfig
-    from ml.model import ModelParams
 
-    tiny = TrainConfig(
-        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-        validation_days=60, calibration_days=30, stop_days=30, max_train_samples=2000,
-        train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10,
-    )  # fmt: skip
+    tiny = tiny_train_config(train_years=4, use_tuned=False, gate_folds=1, gate_test_days=10)
     home = tmp_path_factory.mktemp("home")
     inputs = tmp_path_factory.mktemp("inputs")
     for ticker in TICKERS:

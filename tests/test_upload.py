@@ -13,7 +13,7 @@ import uuid
 
 import pandas as pd
 import pytest
-from helpers import YAHOO
+from helpers import YAHOO, tiny_train_config
 
 pytestmark = pytest.mark.slow
 
@@ -236,17 +236,9 @@ def test_a_file_disagreeing_with_the_history_is_quarantined_with_evidence_or_rep
 def test_after_the_refresh_job_the_uploads_end_as_forecasts(cloud):
     """The separate job (dbt build on BigQuery -> train -> score -> marts) on what the function
     loaded."""
-    from ml.fitting import TrainConfig
-    from ml.model import ModelParams
     from ml.pipeline import refresh
 
-    tiny = TrainConfig(
-        params=ModelParams(window=10, units=4, dropout=0.0, epochs=1, batch_size=256, seed=1),
-        validation_days=60,
-        calibration_days=30,
-        stop_days=30,
-        max_train_samples=2000,
-    )
+    tiny = tiny_train_config()
     ctx = cloud["ctx"]
     _upload_all(cloud)
     report = refresh(ctx, train_config=tiny, say=lambda message: None)
