@@ -77,10 +77,11 @@
 
 {#- The term v_k of one series on one bar: `value` from bar seed_index + 1 on, the seed (mean
     of the `seed_window` values ending at seed_index, or the stored state) at the seed bar. -#}
-{% macro _smoothing_term(value, numerator, denominator, seed_index, seed_window, state, stateful) -%}
+{% macro _smoothing_term(
+    value, numerator, denominator, seed_index, seed_window, state, stateful, block_size
+) -%}
     {%- set a = stockcast._smoothing_alpha(numerator, denominator) -%}
     {%- set r = stockcast._smoothing_decay(numerator, denominator) -%}
-    {%- set block_size = stockcast.indicator_block_size() -%}
     {%- set offset_in_block = 'mod(price_index, ' ~ block_size ~ ')' -%}
     case
         {%- if stateful %}
@@ -105,10 +106,9 @@
 
 {#- The smoothed value on one bar from the in-block running sum and the previous block's total
     (both already columns: <name>__running, <name>__previous_block). -#}
-{% macro _smoothing_output(name, numerator, denominator, seed_index) -%}
+{% macro _smoothing_output(name, numerator, denominator, seed_index, block_size) -%}
     {%- set a = stockcast._smoothing_alpha(numerator, denominator) -%}
     {%- set r = stockcast._smoothing_decay(numerator, denominator) -%}
-    {%- set block_size = stockcast.indicator_block_size() -%}
     case
         when price_index >= {{ seed_index }}
             then {{ a }} * {{ stockcast.power(r, 'mod(price_index, ' ~ block_size ~ ')') }}
@@ -237,7 +237,7 @@
     select
         *,
         {%- for name, s in series.items() %}
-        {{ stockcast._smoothing_term(s[0], s[1], s[2], s[3], s[4], s[5], stateful) }} as {{ name }}__v
+        {{ stockcast._smoothing_term(s[0], s[1], s[2], s[3], s[4], s[5], stateful, block_size) }} as {{ name }}__v
         {{- ',' if not loop.last }}
         {%- endfor %}
 
@@ -328,7 +328,7 @@
         smoothed.sma_20,
         smoothed.sma_50,
         {%- for name, s in series.items() %}
-        {{ stockcast._smoothing_output(name, s[1], s[2], s[3]) }} as {{ name }},
+        {{ stockcast._smoothing_output(name, s[1], s[2], s[3], block_size) }} as {{ name }},
         {%- endfor %}
         {%- if stateful %}
         case
