@@ -78,6 +78,10 @@ format: install ## Apply ruff and sqlfluff fixes
 benchmark: install ## Scale ratios in one run: ingest vs plain pyarrow read, indicators vs TA-Lib, scoring 500 tickers (synthetic universe)
 	$(UV) run --frozen python benchmarks/scale.py --shared $(SHARED)
 
+.PHONY: benchmark-large
+benchmark-large: install ## benchmark on a SYNTHETIC 2,000 tickers x 20 y (9 M bars): ingest and indicators, no scoring (~10 min)
+	$(UV) run --frozen python benchmarks/scale.py --shared $(SHARED) --tickers 2000 --skip-score --out benchmarks/results/scale_2000.json
+
 .PHONY: benchmark-run
 benchmark-run: install ## Full run on all 150 tickers of ../shared/data/yahoo_sp500_daily, timed per stage
 	$(UV) run --frozen python benchmarks/bench_run.py --data $(SHARED)/yahoo_sp500_daily
