@@ -884,7 +884,11 @@ def _csv_fields(body: bytes, width: int, lines: int) -> list[pa.Array] | None:
     try:
         table = pacsv.read_csv(
             pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=names),
+            # A few large blocks: Arrow still parses them in parallel, and joining many small
+            # ones into the one array per column that the checks read cost more than the parse.
+            read_options=pacsv.ReadOptions(
+                column_names=names, block_size=max(1 << 20, len(body) // 4 + 1)
+            ),
             parse_options=pacsv.ParseOptions(
                 quote_char=False, ignore_empty_lines=False, invalid_row_handler=skip
             ),
@@ -1192,10 +1196,7 @@ def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
     characters, lengths = _string_bytes(present)
     if not _digits_and_dots(characters):
         return None
-    # Dots per field, from a running count over the characters.
-    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."), dtype=np.int32)))
-    ends = np.cumsum(lengths)
-    dots = dots_so_far[ends] - dots_so_far[ends - lengths]
+    dots = pc.count_substring(present, ".").to_numpy(zero_copy_only=False)
     digits = lengths - dots
     if (dots > 1).any() or (digits < 1).any() or (digits > _PLAIN_DIGITS).any():
         return None
@@ -1300,6 +1301,7 @@ def parse_price_file(
         upper_ok = np.array([bool(TICKER_PATTERN.match(u)) for u in upper], dtype=bool)
         tickers = upper[codes]
         ticker_ok = upper_ok[codes]
+        ticker_given = (upper != "")[codes]
         ticker_codes = pd.factorize(upper, sort=True)[0][codes]  # in the tickers' order
     else:
         fixed = (ticker or ticker_from_file_name(path)).strip().upper()
@@ -1312,6 +1314,7 @@ def parse_price_file(
             )
         tickers = np.full(n, fixed, dtype=object)
         ticker_ok = np.ones(n, dtype=bool)
+        ticker_given = np.ones(n, dtype=bool)
         ticker_codes = np.zeros(n, dtype=np.int64)
 
     reason = np.full(n, None, dtype=object)
@@ -1342,7 +1345,7 @@ def parse_price_file(
 
     # -- ticker, date ----------------------------------------------------------------------
     if "ticker" in cols:
-        refuse(tickers == "", "missing ticker", "ticker")
+        refuse(~ticker_given, "missing ticker", "ticker")
         refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
     dates = _columnar_dates(field["date"])
     if dates is None:
@@ -1444,7 +1447,7 @@ def parse_price_file(
     )
 
     # -- duplicates --------------------------------------------------------------------------
-    has_key = dated & (tickers != "")
+    has_key = dated & ticker_given
     exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
     key = ticker_codes.astype(np.int64) * (1 << 32) + (days + (1 << 30))
@@ -1524,7 +1527,10 @@ def parse_price_file(
             "rejected_at": now,
         }
     )
-    tickers_seen = sorted(set(tickers[has_key & ticker_ok])) if "ticker" in cols else [fixed]
+    if "ticker" in cols:
+        tickers_seen = sorted(set(upper[np.unique(codes[has_key & ticker_ok])]))
+    else:
+        tickers_seen = [fixed]
     file_record = {
         "source_file": source,
         "content_sha256": sha256,
