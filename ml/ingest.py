@@ -98,6 +98,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --help` stays fast
+    from concurrent.futures import Future
+
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -267,9 +269,50 @@ class IngestReport:
 
 
 # -- public entry point ---------------------------------------------------------------------
+class FileReader:
+    """The files to ingest (see :func:`expand_paths`), each read one file ahead in a thread.
+
+    Reading, hashing and gunzipping a file release the GIL: the next file is read while the
+    current one is parsed, and the first one while the command still imports its libraries
+    and opens the warehouse (start the reader first). Use it as a context manager.
+    """
+
+    def __init__(self, paths: Iterable[str | Path]):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.files = expand_paths(paths)
+        self._waiting = [path for path, problem in self.files if problem is None]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-read")
+        self._ahead: dict[Path, Future] = {}
+        self._read_next()
+
+    def _read_next(self) -> None:
+        if self._waiting and not self._ahead:
+            path = self._waiting.pop(0)
+            self._ahead[path] = self._pool.submit(_read_bytes, path)
+
+    def read(self, path: Path) -> tuple[bytes, str]:
+        """What :func:`_read_bytes` returns (or raises) for ``path``, one of the files."""
+        ahead = self._ahead.pop(path, None)
+        if path in self._waiting:
+            self._waiting.remove(path)
+        self._read_next()
+        return ahead.result() if ahead is not None else _read_bytes(path)
+
+    def close(self) -> None:
+        self._waiting.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> FileReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def ingest_paths(
     ctx: RunContext,
-    paths: Iterable[str | Path],
+    paths: Iterable[str | Path] | FileReader,
     ticker: str | None = None,
     progress: ProgressCallback | None = None,
     replace: bool = False,
@@ -281,8 +324,12 @@ def ingest_paths(
     load. ``progress(done, total, path)`` is called once per file, in order, when its outcome
     is known. ``replace``: see :func:`ingest_file`.
     """
+    if not isinstance(paths, FileReader):
+        with FileReader(paths) as reader:
+            return ingest_paths(ctx, reader, ticker=ticker, progress=progress, replace=replace)
+    reader = paths
     report = IngestReport()
-    files = expand_paths(paths)
+    files = reader.files
     total = len(files)
     loading = any(problem is None for _, problem in files)
     if loading:
@@ -309,7 +356,15 @@ def ingest_paths(
             ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))  # once, on the session's connection
         for path, problem in files:
             report.files.append(
-                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace, batch=batch)
+                ingest_file(
+                    ctx,
+                    path,
+                    ticker=ticker,
+                    problem=problem,
+                    replace=replace,
+                    batch=batch,
+                    reader=reader,
+                )
             )
             report_progress()
         batch.load()
@@ -325,6 +380,7 @@ def ingest_file(
     problem: str | None = None,
     replace: bool = False,
     batch: _Batch | None = None,
+    reader: FileReader | None = None,
 ) -> FileResult:
     """Load one file atomically; never raises: the outcome, failure included, is returned.
 
@@ -334,13 +390,14 @@ def ingest_file(
     in one transaction. Gaps and jumps where the file meets the stored history are reported.
 
     With a ``batch``, the parsed file joins it instead (see :class:`_Batch`): the result is
-    complete once the batch is loaded.
+    complete once the batch is loaded. A ``reader`` gives the file's bytes (read ahead).
     """
     result = FileResult(file=path)
     try:
         if problem is not None:
             raise IngestFileError(path, problem)
-        parsed = parse_price_file(path, ticker=ticker, source_name=source_name)
+        content = reader.read(path) if reader is not None else None
+        parsed = parse_price_file(path, ticker=ticker, source_name=source_name, content=content)
         result.layout = parsed.layout
         result.tickers = parsed.tickers
         result.rows_read = parsed.rows_read
@@ -1240,9 +1297,14 @@ def _numbers(text: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
 
 def parse_price_file(
-    path: Path, ticker: str | None = None, source_name: str | None = None
+    path: Path,
+    ticker: str | None = None,
+    source_name: str | None = None,
+    content: tuple[bytes, str] | None = None,
 ) -> ParsedFile:
     """Read and validate one file. Raises IngestFileError for file problems.
+
+    ``content``: the file's bytes and hash as :func:`_read_bytes` gives them, when already read.
 
     ``source_name`` is what the warehouse records as the file (default: its resolved path),
     e.g. ``gs://bucket/uploads/AAPL.csv`` for a file downloaded from an upload bucket.
@@ -1256,7 +1318,7 @@ def parse_price_file(
     import pyarrow.compute as pc
 
     path = Path(path).resolve()
-    data, sha256 = _read_bytes(path)
+    data, sha256 = content if content is not None else _read_bytes(path)
     columnar = _columnar_records(path, data)
     if columnar is not None:
         header, rec = columnar
