@@ -269,41 +269,43 @@ class IngestReport:
 
 
 # -- public entry point ---------------------------------------------------------------------
-class FileReader:
-    """The files to ingest (see :func:`expand_paths`), each read one file ahead in a thread.
+class FileParser:
+    """The files to ingest (see :func:`expand_paths`), each parsed one file ahead in a thread.
 
-    Reading, hashing and gunzipping a file release the GIL: the next file is read while the
-    current one is parsed, and the first one while the command still imports its libraries
-    and opens the warehouse (start the reader first). Use it as a context manager.
+    Most of a parse (reading, hashing, gunzipping, Arrow and numpy over whole columns) releases
+    the GIL: the next file is parsed while the current one is checked and loaded, and the first
+    one while the command still imports its libraries and opens the warehouse (create the
+    parser first). ``ticker``: as for :func:`parse_price_file`. Use it as a context manager.
     """
 
-    def __init__(self, paths: Iterable[str | Path]):
+    def __init__(self, paths: Iterable[str | Path], ticker: str | None = None):
         from concurrent.futures import ThreadPoolExecutor
 
         self.files = expand_paths(paths)
+        self.ticker = ticker
         self._waiting = [path for path, problem in self.files if problem is None]
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-read")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-parse")
         self._ahead: dict[Path, Future] = {}
-        self._read_next()
+        self._parse_next()
 
-    def _read_next(self) -> None:
+    def _parse_next(self) -> None:
         if self._waiting and not self._ahead:
             path = self._waiting.pop(0)
-            self._ahead[path] = self._pool.submit(_read_bytes, path)
+            self._ahead[path] = self._pool.submit(parse_price_file, path, ticker=self.ticker)
 
-    def read(self, path: Path) -> tuple[bytes, str]:
-        """What :func:`_read_bytes` returns (or raises) for ``path``, one of the files."""
+    def parse(self, path: Path) -> ParsedFile:
+        """What :func:`parse_price_file` returns (or raises) for ``path``, one of the files."""
         ahead = self._ahead.pop(path, None)
         if path in self._waiting:
             self._waiting.remove(path)
-        self._read_next()
-        return ahead.result() if ahead is not None else _read_bytes(path)
+        self._parse_next()
+        return ahead.result() if ahead is not None else parse_price_file(path, ticker=self.ticker)
 
     def close(self) -> None:
         self._waiting.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __enter__(self) -> FileReader:
+    def __enter__(self) -> FileParser:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -312,7 +314,7 @@ class FileReader:
 
 def ingest_paths(
     ctx: RunContext,
-    paths: Iterable[str | Path] | FileReader,
+    paths: Iterable[str | Path] | FileParser,
     ticker: str | None = None,
     progress: ProgressCallback | None = None,
     replace: bool = False,
@@ -322,14 +324,15 @@ def ingest_paths(
     Each file is loaded all or nothing (several in one transaction, see :class:`_Batch`); a
     file problem is recorded in the report (status ``failed``) and the remaining files still
     load. ``progress(done, total, path)`` is called once per file, in order, when its outcome
-    is known. ``replace``: see :func:`ingest_file`.
+    is known. ``replace``: see :func:`ingest_file`. ``paths`` may be a :class:`FileParser`
+    already started (it has its own ``ticker``).
     """
-    if not isinstance(paths, FileReader):
-        with FileReader(paths) as reader:
-            return ingest_paths(ctx, reader, ticker=ticker, progress=progress, replace=replace)
-    reader = paths
+    if not isinstance(paths, FileParser):
+        with FileParser(paths, ticker=ticker) as parser:
+            return ingest_paths(ctx, parser, progress=progress, replace=replace)
+    parser = paths
     report = IngestReport()
-    files = reader.files
+    files = parser.files
     total = len(files)
     loading = any(problem is None for _, problem in files)
     if loading:
@@ -356,15 +359,7 @@ def ingest_paths(
             ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))  # once, on the session's connection
         for path, problem in files:
             report.files.append(
-                ingest_file(
-                    ctx,
-                    path,
-                    ticker=ticker,
-                    problem=problem,
-                    replace=replace,
-                    batch=batch,
-                    reader=reader,
-                )
+                ingest_file(ctx, path, problem=problem, replace=replace, batch=batch, parser=parser)
             )
             report_progress()
         batch.load()
@@ -380,7 +375,7 @@ def ingest_file(
     problem: str | None = None,
     replace: bool = False,
     batch: _Batch | None = None,
-    reader: FileReader | None = None,
+    parser: FileParser | None = None,
 ) -> FileResult:
     """Load one file atomically; never raises: the outcome, failure included, is returned.
 
@@ -390,14 +385,16 @@ def ingest_file(
     in one transaction. Gaps and jumps where the file meets the stored history are reported.
 
     With a ``batch``, the parsed file joins it instead (see :class:`_Batch`): the result is
-    complete once the batch is loaded. A ``reader`` gives the file's bytes (read ahead).
+    complete once the batch is loaded. A ``parser`` parses the file instead (ahead).
     """
     result = FileResult(file=path)
     try:
         if problem is not None:
             raise IngestFileError(path, problem)
-        content = reader.read(path) if reader is not None else None
-        parsed = parse_price_file(path, ticker=ticker, source_name=source_name, content=content)
+        if parser is not None:
+            parsed = parser.parse(path)
+        else:
+            parsed = parse_price_file(path, ticker=ticker, source_name=source_name)
         result.layout = parsed.layout
         result.tickers = parsed.tickers
         result.rows_read = parsed.rows_read
@@ -1152,7 +1149,7 @@ def detect_layout(path: Path, header: list[str]) -> tuple[str, dict[str, int]]:
     return LAYOUT_OHLC, cols
 
 
-def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
+def _parse_dates(strings: np.ndarray, path: Path) -> pd.Series:
     """ISO dates (optionally with a time and UTC offset), or slash dates in one file-wide order.
 
     ``MM/DD/YYYY`` and ``DD/MM/YYYY`` are told apart by the file itself: a daily series has
@@ -1161,6 +1158,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
     """
     import pandas as pd
 
+    text = pd.Series(strings, dtype=object)
     dates = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
     retry = dates.isna() & (text.str.len() > 10)
     if retry.any():
@@ -1297,14 +1295,9 @@ def _numbers(text: np.ndarray, missing: np.ndarray) -> np.ndarray:
 
 
 def parse_price_file(
-    path: Path,
-    ticker: str | None = None,
-    source_name: str | None = None,
-    content: tuple[bytes, str] | None = None,
+    path: Path, ticker: str | None = None, source_name: str | None = None
 ) -> ParsedFile:
     """Read and validate one file. Raises IngestFileError for file problems.
-
-    ``content``: the file's bytes and hash as :func:`_read_bytes` gives them, when already read.
 
     ``source_name`` is what the warehouse records as the file (default: its resolved path),
     e.g. ``gs://bucket/uploads/AAPL.csv`` for a file downloaded from an upload bucket.
@@ -1313,12 +1306,11 @@ def parse_price_file(
     are made only for the refused rows and for the distinct tickers.
     """
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     path = Path(path).resolve()
-    data, sha256 = content if content is not None else _read_bytes(path)
+    data, sha256 = _read_bytes(path)
     columnar = _columnar_records(path, data)
     if columnar is not None:
         header, rec = columnar
@@ -1364,7 +1356,7 @@ def parse_price_file(
         tickers = upper[codes]
         ticker_ok = upper_ok[codes]
         ticker_given = (upper != "")[codes]
-        ticker_codes = pd.factorize(upper, sort=True)[0][codes]  # in the tickers' order
+        ticker_codes = np.unique(upper, return_inverse=True)[1][codes]  # in the tickers' order
     else:
         fixed = (ticker or ticker_from_file_name(path)).strip().upper()
         origin = "--ticker argument" if ticker else "file name"
@@ -1411,9 +1403,7 @@ def parse_price_file(
         refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
     dates = _columnar_dates(field["date"])
     if dates is None:
-        dates = _parse_dates(pd.Series(strings("date"), dtype=object), path).to_numpy(
-            "datetime64[ns]"
-        )
+        dates = _parse_dates(strings("date"), path).to_numpy("datetime64[ns]")
     refuse(equals("date", ""), "missing date", "date")
     dated = ~np.isnat(dates)
     refuse(
@@ -1509,6 +1499,10 @@ def parse_price_file(
     )
 
     # -- duplicates --------------------------------------------------------------------------
+    # pandas from here on only: up to here a parse ahead (FileParser) runs while the command
+    # still imports pandas.
+    import pandas as pd
+
     has_key = dated & ticker_given
     exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
