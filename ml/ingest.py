@@ -1555,6 +1555,7 @@ def parse_price_file(
         adj_close = np.full(len(order), np.nan)
     shares = np.round(volume)
     unknown = np.isnan(shares)
+    # Every column is a new array of this parse's own: taken as it is, not copied into blocks.
     prices = pd.DataFrame(
         {
             "ticker": tickers[order],
@@ -1566,7 +1567,8 @@ def parse_price_file(
             ),
             "source_file": source,
             "ingested_at": now,
-        }
+        },
+        copy=False,
     )
 
     date_text = strings("date", refused)
@@ -1584,7 +1586,8 @@ def parse_price_file(
         }
     )
     if "ticker" in cols:
-        tickers_seen = sorted(set(upper[np.unique(codes[has_key & ticker_ok])]))
+        seen = np.bincount(codes[has_key & ticker_ok], minlength=len(upper)) > 0
+        tickers_seen = sorted(set(upper[seen]))
     else:
         tickers_seen = [fixed]
     file_record = {
