@@ -245,10 +245,11 @@ REPLACE_HELP = (
 @click.option("--ticker", help="Ticker for files that carry none (default: from the file name).")
 @click.option("--replace", is_flag=True, help=REPLACE_HELP)
 def ingest(paths: tuple[Path, ...], ticker: str | None, replace: bool) -> None:
-    from ml.ingest import ingest_paths
+    from ml.ingest import FileParser, ingest_paths
 
-    ctx = _context()
-    with contextlib.ExitStack() as stack:
+    # The parser first: it parses the first file while the warehouse's libraries are imported.
+    with FileParser(paths, ticker=ticker) as files, contextlib.ExitStack() as stack:
+        ctx = _context()
         bars = []  # shown from the first file loaded: a warehouse error comes alone
 
         def progress(done: int, total: int, path) -> None:
@@ -257,7 +258,7 @@ def ingest(paths: tuple[Path, ...], ticker: str | None, replace: bool) -> None:
                 bars.append(stack.enter_context(bar))
             bars[0].update(done - bars[0].pos)
 
-        report = ingest_paths(ctx, list(paths), ticker=ticker, progress=progress, replace=replace)
+        report = ingest_paths(ctx, files, progress=progress, replace=replace)
     for line in report.summary_lines():
         click.echo(line)
     if not report.ok:

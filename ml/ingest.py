@@ -98,6 +98,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pandas and the warehouse are imported lazily: `stockcast --help` stays fast
+    from concurrent.futures import Future
+
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -267,9 +269,52 @@ class IngestReport:
 
 
 # -- public entry point ---------------------------------------------------------------------
+class FileParser:
+    """The files to ingest (see :func:`expand_paths`), each parsed one file ahead in a thread.
+
+    Most of a parse (reading, hashing, gunzipping, Arrow and numpy over whole columns) releases
+    the GIL: the next file is parsed while the current one is checked and loaded, and the first
+    one while the command still imports its libraries and opens the warehouse (create the
+    parser first). ``ticker``: as for :func:`parse_price_file`. Use it as a context manager.
+    """
+
+    def __init__(self, paths: Iterable[str | Path], ticker: str | None = None):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.files = expand_paths(paths)
+        self.ticker = ticker
+        self._waiting = [path for path, problem in self.files if problem is None]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stockcast-parse")
+        self._ahead: dict[Path, Future] = {}
+        self._parse_next()
+
+    def _parse_next(self) -> None:
+        if self._waiting and not self._ahead:
+            path = self._waiting.pop(0)
+            self._ahead[path] = self._pool.submit(parse_price_file, path, ticker=self.ticker)
+
+    def parse(self, path: Path) -> ParsedFile:
+        """What :func:`parse_price_file` returns (or raises) for ``path``, one of the files."""
+        ahead = self._ahead.pop(path, None)
+        if path in self._waiting:
+            self._waiting.remove(path)
+        self._parse_next()
+        return ahead.result() if ahead is not None else parse_price_file(path, ticker=self.ticker)
+
+    def close(self) -> None:
+        self._waiting.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> FileParser:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def ingest_paths(
     ctx: RunContext,
-    paths: Iterable[str | Path],
+    paths: Iterable[str | Path] | FileParser,
     ticker: str | None = None,
     progress: ProgressCallback | None = None,
     replace: bool = False,
@@ -279,10 +324,15 @@ def ingest_paths(
     Each file is loaded all or nothing (several in one transaction, see :class:`_Batch`); a
     file problem is recorded in the report (status ``failed``) and the remaining files still
     load. ``progress(done, total, path)`` is called once per file, in order, when its outcome
-    is known. ``replace``: see :func:`ingest_file`.
+    is known. ``replace``: see :func:`ingest_file`. ``paths`` may be a :class:`FileParser`
+    already started (it has its own ``ticker``).
     """
+    if not isinstance(paths, FileParser):
+        with FileParser(paths, ticker=ticker) as parser:
+            return ingest_paths(ctx, parser, progress=progress, replace=replace)
+    parser = paths
     report = IngestReport()
-    files = expand_paths(paths)
+    files = parser.files
     total = len(files)
     loading = any(problem is None for _, problem in files)
     if loading:
@@ -309,7 +359,7 @@ def ingest_paths(
             ctx.warehouse.ensure_schema((DAILY_PRICES.schema,))  # once, on the session's connection
         for path, problem in files:
             report.files.append(
-                ingest_file(ctx, path, ticker=ticker, problem=problem, replace=replace, batch=batch)
+                ingest_file(ctx, path, problem=problem, replace=replace, batch=batch, parser=parser)
             )
             report_progress()
         batch.load()
@@ -325,6 +375,7 @@ def ingest_file(
     problem: str | None = None,
     replace: bool = False,
     batch: _Batch | None = None,
+    parser: FileParser | None = None,
 ) -> FileResult:
     """Load one file atomically; never raises: the outcome, failure included, is returned.
 
@@ -334,13 +385,16 @@ def ingest_file(
     in one transaction. Gaps and jumps where the file meets the stored history are reported.
 
     With a ``batch``, the parsed file joins it instead (see :class:`_Batch`): the result is
-    complete once the batch is loaded.
+    complete once the batch is loaded. A ``parser`` parses the file instead (ahead).
     """
     result = FileResult(file=path)
     try:
         if problem is not None:
             raise IngestFileError(path, problem)
-        parsed = parse_price_file(path, ticker=ticker, source_name=source_name)
+        if parser is not None:
+            parsed = parser.parse(path)
+        else:
+            parsed = parse_price_file(path, ticker=ticker, source_name=source_name)
         result.layout = parsed.layout
         result.tickers = parsed.tickers
         result.rows_read = parsed.rows_read
@@ -884,7 +938,11 @@ def _csv_fields(body: bytes, width: int, lines: int) -> list[pa.Array] | None:
     try:
         table = pacsv.read_csv(
             pa.py_buffer(body),
-            read_options=pacsv.ReadOptions(column_names=names),
+            # A few large blocks: Arrow still parses them in parallel, and joining many small
+            # ones into the one array per column that the checks read cost more than the parse.
+            read_options=pacsv.ReadOptions(
+                column_names=names, block_size=max(1 << 20, len(body) // 4 + 1)
+            ),
             parse_options=pacsv.ParseOptions(
                 quote_char=False, ignore_empty_lines=False, invalid_row_handler=skip
             ),
@@ -1091,7 +1149,7 @@ def detect_layout(path: Path, header: list[str]) -> tuple[str, dict[str, int]]:
     return LAYOUT_OHLC, cols
 
 
-def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
+def _parse_dates(strings: np.ndarray, path: Path) -> pd.Series:
     """ISO dates (optionally with a time and UTC offset), or slash dates in one file-wide order.
 
     ``MM/DD/YYYY`` and ``DD/MM/YYYY`` are told apart by the file itself: a daily series has
@@ -1100,6 +1158,7 @@ def _parse_dates(text: pd.Series, path: Path) -> pd.Series:
     """
     import pandas as pd
 
+    text = pd.Series(strings, dtype=object)
     dates = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
     retry = dates.isna() & (text.str.len() > 10)
     if retry.any():
@@ -1192,10 +1251,7 @@ def _columnar_numbers(text: pa.Array, missing: np.ndarray) -> np.ndarray | None:
     characters, lengths = _string_bytes(present)
     if not _digits_and_dots(characters):
         return None
-    # Dots per field, from a running count over the characters.
-    dots_so_far = np.concatenate(([0], np.cumsum(characters == ord("."), dtype=np.int32)))
-    ends = np.cumsum(lengths)
-    dots = dots_so_far[ends] - dots_so_far[ends - lengths]
+    dots = pc.count_substring(present, ".").to_numpy(zero_copy_only=False)
     digits = lengths - dots
     if (dots > 1).any() or (digits < 1).any() or (digits > _PLAIN_DIGITS).any():
         return None
@@ -1250,7 +1306,6 @@ def parse_price_file(
     are made only for the refused rows and for the distinct tickers.
     """
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -1300,7 +1355,8 @@ def parse_price_file(
         upper_ok = np.array([bool(TICKER_PATTERN.match(u)) for u in upper], dtype=bool)
         tickers = upper[codes]
         ticker_ok = upper_ok[codes]
-        ticker_codes = pd.factorize(upper, sort=True)[0][codes]  # in the tickers' order
+        ticker_given = (upper != "")[codes]
+        ticker_codes = np.unique(upper, return_inverse=True)[1][codes]  # in the tickers' order
     else:
         fixed = (ticker or ticker_from_file_name(path)).strip().upper()
         origin = "--ticker argument" if ticker else "file name"
@@ -1312,6 +1368,7 @@ def parse_price_file(
             )
         tickers = np.full(n, fixed, dtype=object)
         ticker_ok = np.ones(n, dtype=bool)
+        ticker_given = np.ones(n, dtype=bool)
         ticker_codes = np.zeros(n, dtype=np.int64)
 
     reason = np.full(n, None, dtype=object)
@@ -1342,13 +1399,11 @@ def parse_price_file(
 
     # -- ticker, date ----------------------------------------------------------------------
     if "ticker" in cols:
-        refuse(tickers == "", "missing ticker", "ticker")
+        refuse(~ticker_given, "missing ticker", "ticker")
         refuse(~ticker_ok, lambda m: "invalid ticker " + quoted("ticker", m), "ticker")
     dates = _columnar_dates(field["date"])
     if dates is None:
-        dates = _parse_dates(pd.Series(strings("date"), dtype=object), path).to_numpy(
-            "datetime64[ns]"
-        )
+        dates = _parse_dates(strings("date"), path).to_numpy("datetime64[ns]")
     refuse(equals("date", ""), "missing date", "date")
     dated = ~np.isnat(dates)
     refuse(
@@ -1444,7 +1499,11 @@ def parse_price_file(
     )
 
     # -- duplicates --------------------------------------------------------------------------
-    has_key = dated & (tickers != "")
+    # pandas from here on only: up to here a parse ahead (FileParser) runs while the command
+    # still imports pandas.
+    import pandas as pd
+
+    has_key = dated & ticker_given
     exact = np.zeros(n, dtype=bool)
     conflict = np.zeros(n, dtype=bool)
     key = ticker_codes.astype(np.int64) * (1 << 32) + (days + (1 << 30))
@@ -1496,6 +1555,7 @@ def parse_price_file(
         adj_close = np.full(len(order), np.nan)
     shares = np.round(volume)
     unknown = np.isnan(shares)
+    # Every column is a new array of this parse's own: taken as it is, not copied into blocks.
     prices = pd.DataFrame(
         {
             "ticker": tickers[order],
@@ -1507,7 +1567,8 @@ def parse_price_file(
             ),
             "source_file": source,
             "ingested_at": now,
-        }
+        },
+        copy=False,
     )
 
     date_text = strings("date", refused)
@@ -1524,7 +1585,11 @@ def parse_price_file(
             "rejected_at": now,
         }
     )
-    tickers_seen = sorted(set(tickers[has_key & ticker_ok])) if "ticker" in cols else [fixed]
+    if "ticker" in cols:
+        seen = np.bincount(codes[has_key & ticker_ok], minlength=len(upper)) > 0
+        tickers_seen = sorted(set(upper[seen]))
+    else:
+        tickers_seen = [fixed]
     file_record = {
         "source_file": source,
         "content_sha256": sha256,

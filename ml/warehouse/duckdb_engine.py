@@ -49,13 +49,17 @@ TYPES = {
 }
 
 
-def create_table_sql(table: Table, name: str) -> str:
+def create_table_sql(table: Table, name: str, with_key: bool = True) -> str:
     columns = [
         f"{c.name} {TYPES[c.type]}{' not null' if c.required else ''}" for c in table.columns
     ]
-    if table.key:
-        columns.append(f"primary key ({', '.join(table.key)})")
+    if table.key and with_key:
+        columns.append(_primary_key_sql(table))
     return f"create table if not exists {name} ({', '.join(columns)})"
+
+
+def _primary_key_sql(table: Table) -> str:
+    return f"primary key ({', '.join(table.key)})"
 
 
 class DuckDBWarehouse(Warehouse):
@@ -343,56 +347,16 @@ class DuckDBWarehouse(Warehouse):
                         f"and source_file in ({', '.join('?' for _ in files)})",
                         [ticker, *files],
                     )
-            con.register("staged_prices", staged)
-            # The tickers as literals: DuckDB then skips the stored row groups of other
-            # tickers (their min/max) instead of joining the whole table.
-            tickers = sorted(staged["ticker"].unique())
-            stored = (
-                f"(select * from {target} where ticker in ({', '.join('?' for _ in tickers)}))"
-                if tickers
-                else target
-            )
-            # One pass: per file, and per file that last loaded the matched rows, how many
-            # rows are new and how many change.
-            by_file = con.execute(
-                f"""
-                select
-                    s.source_file,
-                    p.source_file,
-                    count(*) filter (where p.ticker is null),
-                    count(*) filter (where p.ticker is not null and ({PRICE_CHANGED}))
-                from staged_prices s
-                left join {stored} p using (ticker, trade_date)
-                group by s.source_file, p.source_file
-                order by s.source_file, p.source_file
-                """,
-                tickers,
-            ).fetchall()
-            if sum(int(row[3]) for row in by_file):
-                con.execute(
-                    f"""
-                    update {target} p set
-                        {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
-                        source_file = s.source_file,
-                        ingested_at = s.ingested_at
-                    from staged_prices s
-                    where p.ticker = s.ticker and p.trade_date = s.trade_date
-                        and p.ticker in ({", ".join("?" for _ in tickers)})
-                        and ({PRICE_CHANGED})
-                    """,
-                    tickers,
-                )
-            if sum(int(row[2]) for row in by_file) == len(staged):
-                con.execute(f"insert into {target} select * from staged_prices")
+            con.register("staged_prices", _arrow_rows(staged))
+            if not con.execute(f"select exists (select 1 from {target})").fetchone()[0]:
+                # Nothing stored (a fresh warehouse): every row is new, no join is needed.
+                by_file = [
+                    (source, None, len(load.prices), 0)
+                    for load, source in zip(loads, sources, strict=True)
+                ]
+                _fill_empty_table(con, DAILY_PRICES, target, "staged_prices")
             else:
-                con.execute(
-                    f"""
-                    insert into {target}
-                    select s.* from staged_prices s
-                    anti join {stored} p using (ticker, trade_date)
-                    """,
-                    tickers,
-                )
+                by_file = self._upsert_prices(con, target, staged)
             con.unregister("staged_prices")
             counts = [
                 upsert_counts(
@@ -409,6 +373,60 @@ class DuckDBWarehouse(Warehouse):
                 ledger = pd.DataFrame([ledger_record(load.file_record, file_counts)])
                 self._insert(con, INGESTED_FILES, conform(ledger, INGESTED_FILES))
         return counts
+
+    def _upsert_prices(self, con, target: str, staged: pd.DataFrame) -> list[tuple]:
+        """Insert the new rows of ``staged_prices`` and update the changed ones; returns, per
+        file and per file that last loaded the matched rows, how many are new and changed."""
+        # The tickers as literals: DuckDB then skips the stored row groups of other
+        # tickers (their min/max) instead of joining the whole table.
+        tickers = sorted(staged["ticker"].unique())
+        stored = (
+            f"(select * from {target} where ticker in ({', '.join('?' for _ in tickers)}))"
+            if tickers
+            else target
+        )
+        # One pass: per file, and per file that last loaded the matched rows, how many
+        # rows are new and how many change.
+        by_file = con.execute(
+            f"""
+            select
+                s.source_file,
+                p.source_file,
+                count(*) filter (where p.ticker is null),
+                count(*) filter (where p.ticker is not null and ({PRICE_CHANGED}))
+            from staged_prices s
+            left join {stored} p using (ticker, trade_date)
+            group by s.source_file, p.source_file
+            order by s.source_file, p.source_file
+            """,
+            tickers,
+        ).fetchall()
+        if sum(int(row[3]) for row in by_file):
+            con.execute(
+                f"""
+                update {target} p set
+                    {", ".join(f"{c} = s.{c}" for c in PRICE_COLUMNS)},
+                    source_file = s.source_file,
+                    ingested_at = s.ingested_at
+                from staged_prices s
+                where p.ticker = s.ticker and p.trade_date = s.trade_date
+                    and p.ticker in ({", ".join("?" for _ in tickers)})
+                    and ({PRICE_CHANGED})
+                """,
+                tickers,
+            )
+        if sum(int(row[2]) for row in by_file) == len(staged):
+            con.execute(f"insert into {target} select * from staged_prices")
+        else:
+            con.execute(
+                f"""
+                insert into {target}
+                select s.* from staged_prices s
+                anti join {stored} p using (ticker, trade_date)
+                """,
+                tickers,
+            )
+        return by_file
 
     def _insert(self, con, table: Table, frame: pd.DataFrame) -> None:
         if len(frame) == 0:
@@ -446,6 +464,21 @@ class DuckDBWarehouse(Warehouse):
 FEW_ROWS = 10
 
 
+def _fill_empty_table(con, table: Table, name: str, staged: str) -> None:
+    """Insert every row of ``staged`` into the empty table ``name``, then build its key.
+
+    Building the primary-key index once over the loaded rows costs less than half of
+    maintaining it row by row during the insert; the key is checked all the same (a duplicate
+    fails the statement and the transaction). DuckDB cannot drop a key, so the empty table is
+    recreated without one.
+    """
+    con.execute(f"drop table {name}")
+    con.execute(create_table_sql(table, name, with_key=False))
+    con.execute(f"insert into {name} select * from {staged}")
+    if table.key:
+        con.execute(f"alter table {name} add {_primary_key_sql(table)}")
+
+
 def _parameter(value):
     """A frame's value as a query parameter: Python scalars, None for a missing one."""
     if (
@@ -458,6 +491,27 @@ def _parameter(value):
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
     return value.item() if hasattr(value, "item") else value
+
+
+def _arrow_rows(frame: pd.DataFrame):
+    """``frame`` as an Arrow table, its text columns dictionary-encoded (NaN and None as NULL).
+
+    DuckDB inserts Arrow rows about twice as fast as a pandas frame with columns of Python
+    strings, even counting this conversion: 0.1 s less for the Kaggle file's 500k rows.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    columns = {}
+    for name in frame.columns:
+        column = frame[name]
+        if column.dtype == object:
+            codes, values = pd.factorize(column)
+            indices = pa.array(codes.astype(np.int32), mask=codes < 0)
+            columns[name] = pa.DictionaryArray.from_arrays(indices, pa.array(values, pa.string()))
+        else:
+            columns[name] = pa.array(column, from_pandas=True)
+    return pa.table(columns)
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
