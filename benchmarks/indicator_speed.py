@@ -287,12 +287,15 @@ def measure(source: str | Path, work_dir: str | Path | None = None) -> dict:
     return result
 
 
-def scale_rows(work: Path, shared: Path, synthetic_duckdb: Path | None = None) -> list[dict]:
+def scale_rows(
+    work: Path, shared: Path, synthetic_duckdb: Path | None = None, results: Path = RESULTS
+) -> list[dict]:
     """The indicator rows of ``benchmarks/scale.py`` (``make benchmark``), shaped as its ingest
     rows: the full build beside TA-Lib, the one-day increment beside the full build; on the
-    shared tickers and, given its warehouse, on the synthetic universe."""
+    shared tickers (their whole result written to ``results``) and, given its warehouse, on the
+    synthetic universe."""
     runs = {"442 shared tickers": measure(shared, Path(work) / "indicators")}
-    RESULTS.write_text(json.dumps(runs["442 shared tickers"], indent=2) + "\n")
+    results.write_text(json.dumps(runs["442 shared tickers"], indent=2) + "\n")
     if synthetic_duckdb is not None:
         synthetic = measure(synthetic_duckdb, Path(work) / "indicators-synthetic")
         runs[f"SYNTHETIC {synthetic['tickers']} tickers"] = synthetic

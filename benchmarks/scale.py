@@ -123,14 +123,16 @@ def ingest_row(label: str, paths: list[Path], env: dict[str, str], target: float
     }
 
 
-def indicator_rows(work: Path, shared: Path, synthetic_duckdb: Path | None) -> list[dict]:
+def indicator_rows(
+    work: Path, shared: Path, synthetic_duckdb: Path | None, results: Path
+) -> list[dict]:
     """The indicator rows (``benchmarks/indicator_speed.py``): full build beside TA-Lib and the
     one-day increment beside the full build, on the shared tickers and the synthetic universe,
-    shaped like :func:`ingest_row`'s."""
+    shaped like :func:`ingest_row`'s; the shared tickers' whole result goes to ``results``."""
     import indicator_speed
 
     try:
-        return list(indicator_speed.scale_rows(work, shared, synthetic_duckdb))
+        return list(indicator_speed.scale_rows(work, shared, synthetic_duckdb, results))
     except Exception as exc:  # one broken part must not lose the rows already measured
         reason = f"{type(exc).__name__}: {exc}"
         return [{"row": "indicators (full build, one-day incremental)", "not_measured": reason}]
@@ -236,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
 
     save()
     synthetic_duckdb = Path(synthetic_home["STOCKCAST_HOME"]) / "warehouse" / "stockcast.duckdb"
-    rows += indicator_rows(work, shared, synthetic_duckdb if synthetic_duckdb.is_file() else None)
+    # scale.json -> indicator_speed.json, scale_2000.json -> indicator_speed_2000.json
+    indicator_results = args.out.with_name(args.out.name.replace("scale", "indicator_speed", 1))
+    if indicator_results == args.out:
+        indicator_results = args.out.with_name(f"{args.out.stem}_indicators.json")
+    synthetic_built = synthetic_duckdb if synthetic_duckdb.is_file() else None
+    rows += indicator_rows(work, shared, synthetic_built, indicator_results)
     save()
     if not args.skip_score:
         rows += score_rows(universe, synthetic_home)
