@@ -330,6 +330,8 @@ def ingest_paths(
     if not isinstance(paths, FileParser):
         with FileParser(paths, ticker=ticker) as parser:
             return ingest_paths(ctx, parser, progress=progress, replace=replace)
+    if ticker is not None and ticker != paths.ticker:
+        raise ValueError("a FileParser parses with its own ticker: give the ticker to it")
     parser = paths
     report = IngestReport()
     files = parser.files

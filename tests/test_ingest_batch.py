@@ -183,3 +183,15 @@ def test_progress_is_reported_once_per_file_in_order(ctx, tmp_path, files):
     ingest_paths(ctx, [root], progress=lambda *a: calls.append(a))
     assert [c[:2] for c in calls] == [(i, files + 1) for i in range(1, files + 2)]
     assert [c[2].name for c in calls] == [*(f"T{i}.csv" for i in range(files)), "zz_bad.csv"]
+
+
+def test_a_started_parser_loads_with_its_own_ticker_and_refuses_another(ctx, warehouse, tmp_path):
+    path = write(tmp_path / "prices.csv", [HEADER, *ROWS])
+    with ingest.FileParser([path], ticker="ABC") as parser:
+        with pytest.raises(ValueError, match="its own ticker"):
+            ingest_paths(ctx, parser, ticker="XYZ")
+        assert warehouse.query_df("select * from raw.daily_prices").empty
+        report = ingest_paths(ctx, parser, ticker="ABC")
+    assert report.ok
+    stored = warehouse.query_df("select distinct ticker from raw.daily_prices")
+    assert stored["ticker"].tolist() == ["ABC"]
