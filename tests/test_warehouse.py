@@ -119,3 +119,49 @@ def test_dbt_source_yaml_declares_each_contract(contract):
         if column["name"] in contract.key:
             assert "not_null" in column.get("data_tests", []), column["name"]
             assert contract.column(column["name"]).required
+
+
+def test_a_price_file_loads_with_dates_as_python_dates_or_timestamps(warehouse):
+    """The loader takes the frames its callers build: dates as ``datetime.date`` objects (an
+    object column) as well as ``datetime64``; text columns with a missing value stay NULL."""
+    from ml.contracts import REJECTED_ROWS
+
+    def prices(ticker: str, dates) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "ticker": ticker,
+                "trade_date": dates,
+                "open": [10.0, 11.0],
+                "high": [11.0, 12.0],
+                "low": [9.0, 10.0],
+                "close": [10.5, 11.5],
+                "adj_close": [10.4, None],
+                "volume": [1000, 2000],
+                "source_file": f"{ticker}.csv",
+                "ingested_at": pd.Timestamp("2024-01-05 12:00"),
+            }
+        )
+
+    days = pd.to_datetime(["2024-01-02", "2024-01-03"])
+    for ticker, dates in (("AAA", [d.date() for d in days]), ("BBB", days)):
+        counts = warehouse.load_price_file(
+            prices(ticker, dates),
+            pd.DataFrame(columns=REJECTED_ROWS.column_names),
+            {
+                "source_file": f"{ticker}.csv",
+                "content_sha256": "0" * 64,
+                "layout": "yahoo",
+                "tickers": ticker,
+                "rows_read": 2,
+                "rows_refused": 0,
+                "ingested_at": pd.Timestamp("2024-01-05 12:00"),
+            },
+        )
+        assert counts.inserted == 2
+    stored = warehouse.query_df(
+        "select ticker, cast(trade_date as varchar) as day, adj_close from raw.daily_prices "
+        "order by ticker, trade_date"
+    )
+    assert stored["day"].tolist() == ["2024-01-02", "2024-01-03"] * 2
+    assert stored["ticker"].tolist() == ["AAA", "AAA", "BBB", "BBB"]
+    assert stored["adj_close"].isna().tolist() == [False, True] * 2
