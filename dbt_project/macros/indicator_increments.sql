@@ -268,7 +268,8 @@ context_bars as (
         stored.rsi_average_gain,
         stored.rsi_average_loss,
         stored.macd_signal,
-        stored.rsi_14
+        stored.rsi_14,
+        resumed_tickers.state_index
 
     from {{ stored }} as stored
     inner join resumed_tickers
@@ -279,24 +280,25 @@ context_bars as (
 
 ),
 
+{#- One row per resumed ticker: its state bar's indicators. Grouped rather than joined on
+    (ticker, price_index): DuckDB then knows it has one row per ticker, and the join of every
+    bar to its state is estimated at the bars' count, not 8 x 10^8 (at 8.8 M stored bars the
+    model's query took 1.09 s instead of 1.35 s, for the same rows). -#}
 stored_states as (
 
     select
-        context_bars.ticker,
-        context_bars.price_index as state_index,
-        context_bars.ema_12 as state_ema_12,
-        context_bars.ema_26 as state_ema_26,
-        context_bars.macd + context_bars.ema_26 as state_macd_fast_ema,
-        context_bars.rsi_average_gain as state_average_gain,
-        context_bars.rsi_average_loss as state_average_loss,
-        context_bars.macd_signal as state_macd_signal,
-        context_bars.rsi_14 as state_rsi_14
+        ticker,
+        max(state_index) as state_index,
+        max(case when price_index = state_index then ema_12 end) as state_ema_12,
+        max(case when price_index = state_index then ema_26 end) as state_ema_26,
+        max(case when price_index = state_index then macd + ema_26 end) as state_macd_fast_ema,
+        max(case when price_index = state_index then rsi_average_gain end) as state_average_gain,
+        max(case when price_index = state_index then rsi_average_loss end) as state_average_loss,
+        max(case when price_index = state_index then macd_signal end) as state_macd_signal,
+        max(case when price_index = state_index then rsi_14 end) as state_rsi_14
 
     from context_bars
-    inner join resumed_tickers
-        on
-            context_bars.ticker = resumed_tickers.ticker
-            and context_bars.price_index = resumed_tickers.state_index
+    group by ticker
 
 ),
 
