@@ -683,10 +683,44 @@ def prefect_api(say: Say, startup_seconds: float = 180.0) -> Iterator[str]:
             server.wait()
 
 
-def serve_flows(landing: Path | None = None, say: Say = echo) -> None:
-    """Serve ``daily`` and ``retrain`` on their schedules until Ctrl-C (or SIGTERM)."""
+SHUTDOWN_GRACE_SECONDS = 30.0
+
+
+def _exit_within_grace_after_ctrl_c(say: Say, grace_seconds: float) -> None:
+    """Ctrl-C stops serving as before (a KeyboardInterrupt that Prefect's runner handles), and
+    also starts a timer: if the process has not ended ``grace_seconds`` later, it exits anyway.
+    Prefect's shutdown (pausing the schedules through its API, then its worker threads) was
+    seen to never return on a loaded machine, leaving `stockcast serve` running after Ctrl-C.
+    The local Prefect server dies with this process (see prefect_api)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def force_exit() -> None:
+        time.sleep(grace_seconds)
+        say(f"stopped serving (Prefect's shutdown took over {grace_seconds:.0f} s: left it)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def on_ctrl_c(signum, frame) -> None:
+        threading.Thread(target=force_exit, name="stockcast-shutdown", daemon=True).start()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_ctrl_c)
+
+
+def serve_flows(
+    landing: Path | None = None, say: Say = echo, grace_seconds: float = SHUTDOWN_GRACE_SECONDS
+) -> None:
+    """Serve ``daily`` and ``retrain`` on their schedules until Ctrl-C (or SIGTERM); after
+    Ctrl-C the process ends within ``grace_seconds`` even if Prefect's shutdown does not."""
     from prefect import serve
 
+    _exit_within_grace_after_ctrl_c(say, grace_seconds)
     try:
         with prefect_api(say) as url:
             say(
