@@ -27,6 +27,12 @@ FLOATS = [
     "macd", "macd_signal", "macd_hist", "rsi_14", "rsi_average_gain", "rsi_average_loss",
 ]  # fmt: skip
 RELATIVE_TOLERANCE = 1e-12  # x the ticker's price level; RSI: points
+STATE = "intermediate.fct_daily_indicators__resume_state"
+STATE_KEYS = ("ticker", "trade_date", "price_index", "loaded_until")
+STATE_FLOATS = [
+    "close", "ema_12", "ema_26", "macd", "macd_signal", "rsi_14",
+    "rsi_average_gain", "rsi_average_loss",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +86,23 @@ def _append_one_day(ctx, step: float) -> None:
     )
 
 
-def _assert_same(incremental: pd.DataFrame, full: pd.DataFrame) -> None:
+def _state(ctx) -> pd.DataFrame:
+    """The resume state the next increment continues from (kept by the mart's hooks)."""
+    sql = f"select * from {STATE} order by ticker, trade_date"
+    return ctx.warehouse.query_df(sql).reset_index(drop=True)
+
+
+def _assert_same(
+    incremental: pd.DataFrame,
+    full: pd.DataFrame,
+    keys: tuple[str, ...] = ("ticker", "trade_date", "price_index", "ingested_at"),
+    floats: list[str] = FLOATS,
+) -> None:
     assert len(incremental) == len(full)
-    for column in ["ticker", "trade_date", "price_index", "ingested_at"]:
+    for column in keys:
         pd.testing.assert_series_equal(incremental[column], full[column])
     level = full.groupby("ticker")["close"].transform(lambda c: c.abs().max()).to_numpy()
-    for column in FLOATS:
+    for column in floats:
         a = incremental[column].to_numpy(dtype=float)
         b = full[column].to_numpy(dtype=float)
         nulls = np.isnan(a) != np.isnan(b)
@@ -132,10 +149,11 @@ def test_new_days_incremental_equals_full_refresh(ctx) -> None:
     _append_one_day(ctx, -0.02)  # the second run continues from the first run's rows
     _dbt(ctx)
     assert _sentinel_kept(ctx, "AAPL", "2021-12-31", value)
-    incremental = _mart(ctx)
+    incremental, state = _mart(ctx), _state(ctx)
     assert len(incremental) == len(before) + 2 * len(TICKERS)
     _dbt(ctx, "--full-refresh")
     _assert_same(incremental, _mart(ctx))
+    _assert_same(state, _state(ctx), STATE_KEYS, STATE_FLOATS)
 
 
 def test_corrected_and_deleted_bars_incremental_equals_full_refresh(ctx) -> None:
@@ -162,10 +180,53 @@ def test_corrected_and_deleted_bars_incremental_equals_full_refresh(ctx) -> None
     _dbt(ctx)
     for (ticker, day), value in sentinels.items():
         assert _sentinel_kept(ctx, ticker, day, value), f"{ticker} {day} was recomputed"
-    incremental = _mart(ctx)
+    incremental, state = _mart(ctx), _state(ctx)
     _dbt(ctx, "--full-refresh")
     full = _mart(ctx)
     _assert_same(incremental, full)
+    _assert_same(state, _state(ctx), STATE_KEYS, STATE_FLOATS)
     aapl = full[full["ticker"] == "AAPL"]
     assert aapl["trade_date"].astype(str).eq("2015-03-02").any()
     assert not full[(full["ticker"] == "NTES")]["trade_date"].astype(str).eq("2010-05-03").any()
+
+
+def test_the_state_holds_each_tickers_last_50_bars_and_the_newest_ingested_at(ctx) -> None:
+    state, mart = _state(ctx), _mart(ctx)
+    last_50 = mart.groupby("ticker").tail(50).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        state.drop(columns="loaded_until"), last_50[state.columns.drop("loaded_until")]
+    )
+    assert (state["loaded_until"] == mart["ingested_at"].max()).all()
+
+
+def test_an_increment_without_the_state_reads_the_mart_and_rebuilds_the_state(ctx) -> None:
+    _execute(ctx, f"drop table {STATE}")
+    _append_one_day(ctx, 0.005)
+    _dbt(ctx)
+    incremental, state = _mart(ctx), _state(ctx)
+    _dbt(ctx, "--full-refresh")
+    _assert_same(incremental, _mart(ctx))
+    _assert_same(state, _state(ctx), STATE_KEYS, STATE_FLOATS)
+
+
+def test_a_new_ticker_and_a_removed_one_incremental_equals_full_refresh(ctx) -> None:
+    # HWMX: a new file (HWM's bars under another name, loaded now); AMCR: every bar deleted.
+    _execute(
+        ctx,
+        """
+        insert into raw.daily_prices
+        select 'HWMX', trade_date, open, high, low, close, adj_close, volume, 'HWMX.csv', now()
+        from raw.daily_prices
+        where ticker = 'HWM'
+        """,
+    )
+    _execute(ctx, "delete from raw.daily_prices where ticker = 'AMCR'")
+    sentinel = _set_sentinel(ctx, "AAPL", "2021-06-01")
+    _dbt(ctx)
+    assert _sentinel_kept(ctx, "AAPL", "2021-06-01", sentinel)
+    incremental, state = _mart(ctx), _state(ctx)
+    assert set(incremental["ticker"]) == {"AAPL", "HWM", "HWMX", "NTES"}
+    assert set(state["ticker"]) == {"AAPL", "HWM", "HWMX", "NTES"}
+    _dbt(ctx, "--full-refresh")
+    _assert_same(incremental, _mart(ctx))
+    _assert_same(state, _state(ctx), STATE_KEYS, STATE_FLOATS)

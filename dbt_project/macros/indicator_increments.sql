@@ -148,7 +148,12 @@
     then appends every bar after each ticker's last stored one. -#}
 {% macro delete_changed_indicator_rows() -%}
     {%- if is_incremental() -%}
-        {%- if stockcast.indicator_state_available(this) -%}
+        {%- set stateful = stockcast.indicator_state_available(this) -%}
+        {%- set prices = ref('stg_raw__daily_prices') -%}
+        {%- set resume = stockcast.indicator_resume_point(this, prices) if stateful else none -%}
+        {%- if resume is not none -%}
+            {{ stockcast.resume_state_change_statements(prices, this, resume) }}
+        {%- elif stateful -%}
             {{ stockcast.delete_from_change_points(
                 this, stockcast.indicator_change_points(ref('stg_raw__daily_prices'), this)
             ) }}
@@ -196,7 +201,7 @@
     the carried columns. `stored` none: every bar of `prices` (full build); else the mart so
     far: only the bars after each ticker's last stored one, with the 50 stored bars up to it as
     context (carried columns NULL: they are not written) and its indicators as state. -#}
-{% macro indicator_input_ctes(prices, stored) -%}
+{% macro indicator_input_ctes(prices, stored, resume=none) -%}
 {%- if stored is none %}
 indicator_inputs as (
 
@@ -213,6 +218,7 @@ indicator_inputs as (
 
 )
 {%- else %}
+{%- set kept = stored if resume is none else resume['state'] %}
 stored_tails as (
 
     select
@@ -220,10 +226,32 @@ stored_tails as (
         max(price_index) as state_index,
         max(trade_date) as state_date
 
-    from {{ stored }}
+    from {{ kept }}
     group by ticker
 
 ),
+
+{%- if resume is not none %}
+
+{#- New days are the bars ingested after the mart's build (a pruned scan); a ticker whose
+    stored bars were rewritten (corrected, rebuilt, new) reads all its bars. -#}
+{%- set changes = resume['changes'].identifier %}
+changed_prices as (
+
+    select *
+    from {{ resume['prices'] }}
+    where
+        ingested_at > {{ resume['loaded_until'] }}
+        and ticker not in (select ticker from {{ changes }} where rewrites_stored_bars)
+
+    union all
+
+    select *
+    from {{ resume['prices'] }}
+    where ticker in (select ticker from {{ changes }} where rewrites_stored_bars)
+
+),
+{%- endif %}
 
 new_prices as (
 
@@ -231,7 +259,7 @@ new_prices as (
         prices.*,
         stored_tails.state_index
 
-    from {{ prices }} as prices
+    from {{ prices if resume is none else 'changed_prices' }} as prices
     left join stored_tails
         on prices.ticker = stored_tails.ticker
     where stored_tails.ticker is null or prices.trade_date > stored_tails.state_date
@@ -271,7 +299,7 @@ context_bars as (
         stored.rsi_14,
         resumed_tickers.state_index
 
-    from {{ stored }} as stored
+    from {{ kept }} as stored
     inner join resumed_tickers
         on
             stored.ticker = resumed_tickers.ticker
@@ -350,4 +378,402 @@ indicator_inputs as (
 
 )
 {%- endif %}
+{%- endmacro %}
+
+
+{#- The resume state (DuckDB): a table holding each ticker's last 50 bars with
+    the indicators an increment continues from, and `loaded_until` (the newest `ingested_at`
+    the mart was built from). With it a daily run reads the new bars (found by `ingested_at`,
+    which DuckDB's zonemaps prune to the appended row groups) and 50 rows per ticker, not the
+    whole mart and price history: the run's warehouse time stays flat as history grows.
+    It is kept by this model's hooks only: rebuilt whole on a full build (or when missing),
+    refreshed for the changed tickers on an increment. BigQuery prunes by partition and
+    clusters by ticker instead: there the increment reads the mart (none__ below). -#}
+{% macro indicator_resume_state_relation(target) -%}
+    {{ return(adapter.dispatch('indicator_resume_state_relation', 'stockcast')(target)) }}
+{%- endmacro %}
+
+{% macro default__indicator_resume_state_relation(target) -%}
+    {{ return(none) }}
+{%- endmacro %}
+
+{#- in the intermediate schema: it is working state, not a mart the dashboards list -#}
+{% macro duckdb__indicator_resume_state_relation(target) -%}
+    {{ return(api.Relation.create(
+        database=target.database, schema=stockcast.physical_schema_name('intermediate'),
+        identifier=target.identifier ~ '__resume_state', type='table'
+    )) }}
+{%- endmacro %}
+
+
+{#- The temporary table of this run's change points (created by the pre-hook, read by the
+    model and the post-hook; one per dbt invocation). -#}
+{% macro indicator_changes_relation() -%}
+    {{ return(api.Relation.create(
+        identifier='indicator_changes_' ~ invocation_id | replace('-', '_'), type='table'
+    )) }}
+{%- endmacro %}
+
+
+{#- Where this incremental run resumes from: {'state': relation, 'loaded_until': SQL literal,
+    'changes': relation} when the resume state exists and holds rows, else none (the run
+    reads the mart itself, and the post-hook builds the state for the next run). -#}
+{% macro indicator_resume_point(target, prices) -%}
+    {%- set state = stockcast.indicator_resume_state_relation(target) -%}
+    {%- if state is none or not execute or not is_incremental() -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- if adapter.get_relation(state.database, state.schema, state.identifier) is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set loaded_until = stockcast.indicator_loaded_until(state) -%}
+    {%- if loaded_until is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {{ return({
+        'prices': prices,
+        'state': state,
+        'loaded_until': loaded_until,
+        'changes': stockcast.indicator_changes_relation(),
+    }) }}
+{%- endmacro %}
+
+
+{#- The state's `loaded_until` as a SQL literal (a literal, not a subquery: DuckDB prunes row
+    groups by it), or none when the state is empty. -#}
+{% macro indicator_loaded_until(state) -%}
+    {%- set loaded = run_query(
+        "select strftime(max(loaded_until), '%Y-%m-%d %H:%M:%S.%f') from " ~ state
+    ).columns[0].values()[0] -%}
+    {{ return(none if loaded is none else "timestamp '" ~ loaded ~ "'") }}
+{%- endmacro %}
+
+
+{#- The bar columns the resume state keeps (context_bars reads them). -#}
+{% macro indicator_resume_columns() -%}
+    {{ return([
+        'ticker', 'trade_date', 'close', 'price_index', 'ema_12', 'ema_26', 'macd',
+        'rsi_average_gain', 'rsi_average_loss', 'macd_signal', 'rsi_14',
+    ]) }}
+{%- endmacro %}
+
+
+{#- Pre-hook statements with a resume state: the change points (as indicator_change_points
+    decides them, from the state's per-ticker counts instead of counting the mart), then the
+    deletes. Per ticker, with F its first bar ingested after loaded_until:
+    - F after its last stored bar (new days): the kept bars are the stored ones; a count of
+      the prices before F that differs from them means bars were deleted: rebuilt whole;
+    - F on or before its last stored bar (a correction): counted exactly, from the prices and
+      the mart, for these tickers only; their mart rows from F on are deleted and their state
+      is refilled from the mart;
+    - no F, but fewer prices than stored bars: deleted bars, rebuilt whole;
+    - not in the state (a new ticker) or no prices left: rebuilt whole. -#}
+{% macro resume_state_change_statements(prices, target, resume) -%}
+    {%- set context_bars = stockcast.indicator_context_bars() -%}
+    {%- set state = resume['state'] -%}
+    {%- set changes = resume['changes'] -%}
+create or replace temporary table {{ changes.identifier }} as
+with
+
+resume_states as (
+
+    select
+        ticker,
+        max(price_index) + 1 as stored_bars,
+        max(trade_date) as state_date
+
+    from {{ state }}
+    group by ticker
+
+),
+
+new_bars as (
+
+    select
+        ticker,
+        min(trade_date) as first_changed_date,
+        count(*) as new_bars
+
+    from {{ prices }}
+    where ingested_at > {{ resume['loaded_until'] }}
+    group by ticker
+
+),
+
+price_counts as (
+
+    select
+        ticker,
+        count(*) as bars
+
+    from {{ prices }}
+    group by ticker
+
+),
+
+tickers as (
+
+    select ticker from resume_states
+    union
+    select ticker from price_counts
+
+),
+
+classified as (
+
+    select
+        tickers.ticker,
+        new_bars.first_changed_date,
+        resume_states.ticker is null or price_counts.ticker is null as whole_ticker,
+        new_bars.first_changed_date <= resume_states.state_date as corrected,
+        coalesce(price_counts.bars, 0) - coalesce(new_bars.new_bars, 0)
+        != resume_states.stored_bars as kept_bars_differ,
+        resume_states.stored_bars < {{ context_bars }} as too_few_bars_kept
+
+    from tickers
+    left join resume_states
+        on tickers.ticker = resume_states.ticker
+    left join new_bars
+        on tickers.ticker = new_bars.ticker
+    left join price_counts
+        on tickers.ticker = price_counts.ticker
+
+),
+
+corrections as (
+
+    select
+        ticker,
+        first_changed_date
+
+    from classified
+    where corrected and not whole_ticker
+
+),
+
+prices_before_correction as (
+
+    select
+        prices.ticker,
+        count(*) as bars_before
+
+    from {{ prices }} as prices
+    inner join corrections
+        on
+            prices.ticker = corrections.ticker
+            and prices.trade_date < corrections.first_changed_date
+    group by prices.ticker
+
+),
+
+stored_before_correction as (
+
+    select
+        stored.ticker,
+        count(*) as bars_before
+
+    from {{ target }} as stored
+    inner join corrections
+        on
+            stored.ticker = corrections.ticker
+            and stored.trade_date < corrections.first_changed_date
+    group by stored.ticker
+
+),
+
+change_points as (
+
+    select
+        classified.ticker,
+        classified.first_changed_date,
+        classified.corrected and not classified.whole_ticker as corrected,
+        case
+            when classified.whole_ticker then true
+            when classified.corrected
+                then
+                    coalesce(prices_before_correction.bars_before, 0)
+                    != coalesce(stored_before_correction.bars_before, 0)
+                    or coalesce(stored_before_correction.bars_before, 0) < {{ context_bars }}
+            else classified.kept_bars_differ or classified.too_few_bars_kept
+        end as recompute_all
+
+    from classified
+    left join prices_before_correction
+        on classified.ticker = prices_before_correction.ticker
+    left join stored_before_correction
+        on classified.ticker = stored_before_correction.ticker
+    where
+        classified.first_changed_date is not null
+        or classified.whole_ticker
+        or classified.kept_bars_differ
+
+)
+
+select
+    ticker,
+    first_changed_date,
+    recompute_all,
+    corrected and not recompute_all as corrected,
+    recompute_all or corrected as rewrites_stored_bars
+
+from change_points;
+
+delete from {{ target }} as stored
+using (
+    select * from {{ changes.identifier }} where rewrites_stored_bars
+) as changes
+where
+    changes.ticker = stored.ticker
+    and (changes.recompute_all or stored.trade_date >= changes.first_changed_date);
+
+delete from {{ state }} as state
+using (
+    select ticker from {{ changes.identifier }} where rewrites_stored_bars
+) as changes
+where changes.ticker = state.ticker;
+
+insert into {{ state }}
+select
+    {%- for column in stockcast.indicator_resume_columns() %}
+    stored.{{ column }},
+    {%- endfor %}
+    {{ resume['loaded_until'] }} as loaded_until
+
+from {{ target }} as stored
+semi join (
+    select ticker from {{ changes.identifier }} where corrected
+) as changes
+    on stored.ticker = changes.ticker
+qualify
+    row_number() over (partition by stored.ticker order by stored.price_index desc)
+    <= {{ context_bars }}
+{%- endmacro %}
+
+
+{#- Post-hook of fct_daily_indicators (DuckDB): keep the resume state. After an increment with
+    a resume state, only the changed tickers' rows are replaced: the last 50 of their kept
+    state rows and the rows this run wrote (new days: the mart rows ingested after
+    loaded_until, pruned like the prices; rewritten tickers: all their mart rows). Otherwise
+    (a full build, the first increment) the state is built from the whole mart. -#}
+{% macro refresh_indicator_resume_state() -%}
+    {%- set state = stockcast.indicator_resume_state_relation(this) -%}
+    {%- if state is none or not execute -%}
+        {{ return('') }}
+    {%- endif -%}
+    {%- set changes = stockcast.indicator_changes_relation() -%}
+    {%- set found = run_query(
+        "select count(*) from duckdb_tables() where temporary and table_name = '"
+        ~ changes.identifier ~ "'"
+    ).columns[0].values()[0] -%}
+    {%- set columns = stockcast.indicator_resume_columns() -%}
+    {%- set context_bars = stockcast.indicator_context_bars() -%}
+    {%- if found == 0 %}
+create schema if not exists {{ state.without_identifier() }};
+
+create or replace table {{ state }} as
+with
+
+last_bars as (
+
+    select
+        ticker,
+        max(price_index) as last_index
+
+    from {{ this }}
+    group by ticker
+
+)
+
+select
+    {%- for column in columns %}
+    stored.{{ column }},
+    {%- endfor %}
+    (select max(ingested_at) from {{ this }}) as loaded_until
+
+from {{ this }} as stored
+inner join last_bars
+    on
+        stored.ticker = last_bars.ticker
+        and stored.price_index > last_bars.last_index - {{ context_bars }}
+    {%- else %}
+        {%- set loaded_until = stockcast.indicator_loaded_until(state) %}
+create or replace temporary table {{ changes.identifier }}__tails as
+with
+
+new_days as (
+
+    select ticker from {{ changes.identifier }} where not rewrites_stored_bars
+
+),
+
+rewritten as (
+
+    select ticker from {{ changes.identifier }} where rewrites_stored_bars
+
+),
+
+candidates as (
+
+    select {{ columns | join(', ') }}
+    from {{ state }}
+    semi join new_days
+        on {{ state }}.ticker = new_days.ticker
+
+    union all
+
+    select {{ columns | join(', ') }}
+    from {{ this }}
+    where
+        ingested_at > {{ loaded_until }}
+        and ticker in (select new_days.ticker from new_days)
+
+    union all
+
+    select {{ columns | join(', ') }}
+    from {{ this }}
+    semi join rewritten
+        on {{ this }}.ticker = rewritten.ticker
+
+),
+
+{#- a join on each ticker's last index, not QUALIFY row_number(): DuckDB turns that into a
+    top-n aggregate of structs, 10 times slower here -#}
+last_bars as (
+
+    select
+        ticker,
+        max(price_index) as last_index
+
+    from candidates
+    group by ticker
+
+)
+
+select
+    candidates.*,
+    greatest(
+        {{ loaded_until }},
+        (select max(ingested_at) from {{ this }} where ingested_at > {{ loaded_until }})
+    ) as loaded_until
+
+from candidates
+inner join last_bars
+    on
+        candidates.ticker = last_bars.ticker
+        and candidates.price_index > last_bars.last_index - {{ context_bars }};
+
+delete from {{ state }} as state
+using {{ changes.identifier }} as changes
+where changes.ticker = state.ticker;
+
+insert into {{ state }} select * from {{ changes.identifier }}__tails;
+
+update {{ state }}
+set loaded_until = (select max(loaded_until) from {{ changes.identifier }}__tails)
+where exists (select 1 from {{ changes.identifier }}__tails);
+
+drop table {{ changes.identifier }}__tails;
+
+drop table {{ changes.identifier }}
+    {%- endif %}
 {%- endmacro %}

@@ -7,6 +7,9 @@
     their first changed bar on: the pre-hook deletes those rows, and this model continues each
     ticker from the stored indicators of its last kept bar (the exact recursion state) with
     the 49 bars before it as context. `dbt build --full-refresh` recomputes everything.
+    On DuckDB the hooks also keep a resume state (each ticker's last 50 bars, in
+    intermediate.fct_daily_indicators__resume_state): a daily run then reads the new bars and
+    that state instead of the whole history.
 -#}
 {{ config(
     materialized='incremental',
@@ -15,9 +18,12 @@
     on_schema_change='append_new_columns',
     partition_by=stockcast.month_partition('trade_date'),
     pre_hook="{{ stockcast.delete_changed_indicator_rows() }}",
+    post_hook="{{ stockcast.refresh_indicator_resume_state() }}",
 ) }}
 
 {%- set stateful = is_incremental() and stockcast.indicator_state_available(this) %}
+{%- set resume = stockcast.indicator_resume_point(this, ref('stg_raw__daily_prices'))
+    if stateful else none %}
 
 with
 
@@ -27,7 +33,7 @@ prices as (
 
 ),
 
-{{ stockcast.indicator_input_ctes('prices', this if stateful else none) }},
+{{ stockcast.indicator_input_ctes('prices', this if stateful else none, resume) }},
 
 {{ stockcast.daily_indicator_ctes(
     'indicator_inputs', stateful=stateful, carry=stockcast.indicator_carried_columns()
