@@ -165,6 +165,12 @@ def synthetic_tickers(universe: Path) -> list[Path]:
     return sorted(universe.glob("SYN*.csv*"))
 
 
+def _ratio(ratio: float | None) -> str:
+    if ratio is None:
+        return ""
+    return f"{ratio:.1f}x" if ratio >= 1 else f"{100 * ratio:.1f}%"
+
+
 def table(rows: list[dict]) -> str:
     lines = [
         f"{'row':<48} {'seconds':>8} {'peak MiB':>9} {'load':>5} | "
@@ -182,7 +188,7 @@ def table(rows: list[dict]) -> str:
             f"{row['row']:<48} {got['seconds']:>8.2f} {got['peak_rss_mib']:>9.0f} "
             f"{got['load_average']:>5.1f} | {ref['seconds']:>9.2f} "
             f"{ref.get('peak_rss_mib', float('nan')):>9.0f} "
-            f"{'' if ratio is None else f'{ratio:.1f}x':>6}  {ref['what']}{failed}"
+            f"{_ratio(ratio):>6}  {ref['what']}{failed}"
         )
     return "\n".join(lines)
 
