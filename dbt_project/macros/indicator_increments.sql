@@ -651,10 +651,12 @@ qualify
 
 
 {#- Post-hook of fct_daily_indicators (DuckDB): keep the resume state. After an increment with
-    a resume state, only the changed tickers' rows are replaced: the last 50 of their kept
-    state rows and the rows this run wrote (new days: the mart rows ingested after
-    loaded_until, pruned like the prices; rewritten tickers: all their mart rows). Otherwise
-    (a full build, the first increment) the state is built from the whole mart. -#}
+    a resume state, only the changed tickers' rows change: the rows this run wrote are added
+    (new days: the mart rows ingested after loaded_until, pruned like the prices; rewritten
+    tickers: all their mart rows, their old state rows deleted first), then rows beyond each
+    ticker's last 50 are deleted: the state's writes are as small as the run's. The added rows
+    carry the new loaded_until; the state's is its maximum. Otherwise (a full build, the first
+    increment) the state is built from the whole mart. -#}
 {% macro refresh_indicator_resume_state() -%}
     {%- set state = stockcast.indicator_resume_state_relation(this) -%}
     {%- if state is none or not execute -%}
@@ -697,82 +699,59 @@ inner join last_bars
         and stored.price_index > last_bars.last_index - {{ context_bars }}
     {%- else %}
         {%- set loaded_until = stockcast.indicator_loaded_until(state) %}
-create or replace temporary table {{ changes.identifier }}__tails as
+{#- the rewritten tickers' rows go (a corrected one kept only its bars before the change) -#}
+delete from {{ state }} as state
+using (
+    select ticker from {{ changes.identifier }} where rewrites_stored_bars
+) as rewritten
+where state.ticker = rewritten.ticker;
+
+{#- the bars this run wrote: new days (ingested after loaded_until: the appended row groups)
+    and all the bars of a rewritten ticker -#}
+insert into {{ state }}
 with
 
-new_days as (
-
-    select ticker from {{ changes.identifier }} where not rewrites_stored_bars
-
-),
-
-rewritten as (
-
-    select ticker from {{ changes.identifier }} where rewrites_stored_bars
-
-),
-
-candidates as (
-
-    select {{ columns | join(', ') }}
-    from {{ state }}
-    semi join new_days
-        on {{ state }}.ticker = new_days.ticker
-
-    union all
+written as (
 
     select {{ columns | join(', ') }}
     from {{ this }}
     where
         ingested_at > {{ loaded_until }}
-        and ticker in (select new_days.ticker from new_days)
+        and ticker in (
+            select ticker from {{ changes.identifier }} where not rewrites_stored_bars
+        )
 
     union all
 
     select {{ columns | join(', ') }}
     from {{ this }}
-    semi join rewritten
-        on {{ this }}.ticker = rewritten.ticker
-
-),
-
-{#- a join on each ticker's last index, not QUALIFY row_number(): DuckDB turns that into a
-    top-n aggregate of structs, 10 times slower here -#}
-last_bars as (
-
-    select
-        ticker,
-        max(price_index) as last_index
-
-    from candidates
-    group by ticker
+    where ticker in (select ticker from {{ changes.identifier }} where rewrites_stored_bars)
 
 )
 
 select
-    candidates.*,
+    *,
     greatest(
         {{ loaded_until }},
         (select max(ingested_at) from {{ this }} where ingested_at > {{ loaded_until }})
     ) as loaded_until
 
-from candidates
-inner join last_bars
-    on
-        candidates.ticker = last_bars.ticker
-        and candidates.price_index > last_bars.last_index - {{ context_bars }};
+from written;
 
+{#- then only each changed ticker's last 50 stay -#}
 delete from {{ state }} as state
-using {{ changes.identifier }} as changes
-where changes.ticker = state.ticker;
+using (
+    select
+        ticker,
+        max(price_index) as last_index
 
-insert into {{ state }} select * from {{ changes.identifier }}__tails;
-
-update {{ state }}
-set loaded_until = (select max(loaded_until) from {{ changes.identifier }}__tails)
-where exists (select 1 from {{ changes.identifier }}__tails);
-
-drop table {{ changes.identifier }}__tails;
+    from {{ state }}
+    where ticker in (select ticker from {{ changes.identifier }})
+    group by ticker
+) as last_bars
+where
+    state.ticker = last_bars.ticker
+    and state.price_index <= last_bars.last_index - {{ context_bars }};
 
 drop table {{ changes.identifier }}
     {%- endif %}
