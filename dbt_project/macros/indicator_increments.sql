@@ -553,31 +553,13 @@ corrections as (
 
 prices_before_correction as (
 
-    select
-        prices.ticker,
-        count(*) as bars_before
-
-    from {{ prices }} as prices
-    inner join corrections
-        on
-            prices.ticker = corrections.ticker
-            and prices.trade_date < corrections.first_changed_date
-    group by prices.ticker
+    {{ stockcast.bars_before_change_points(prices, 'corrections') }}
 
 ),
 
 stored_before_correction as (
 
-    select
-        stored.ticker,
-        count(*) as bars_before
-
-    from {{ target }} as stored
-    inner join corrections
-        on
-            stored.ticker = corrections.ticker
-            and stored.trade_date < corrections.first_changed_date
-    group by stored.ticker
+    {{ stockcast.bars_before_change_points(target, 'corrections') }}
 
 ),
 
@@ -647,6 +629,22 @@ semi join (
 qualify
     row_number() over (partition by stored.ticker order by stored.price_index desc)
     <= {{ context_bars }}
+{%- endmacro %}
+
+
+{#- Per ticker of `change_points` (ticker, first_changed_date): how many bars `bars` holds
+    before its change point. -#}
+{% macro bars_before_change_points(bars, change_points) -%}
+    select
+        bars.ticker,
+        count(*) as bars_before
+
+    from {{ bars }} as bars
+    inner join {{ change_points }} as change_points
+        on
+            bars.ticker = change_points.ticker
+            and bars.trade_date < change_points.first_changed_date
+    group by bars.ticker
 {%- endmacro %}
 
 
