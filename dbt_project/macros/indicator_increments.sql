@@ -420,7 +420,9 @@ indicator_inputs as (
     reads the mart itself, and the post-hook builds the state for the next run). -#}
 {% macro indicator_resume_point(target, prices) -%}
     {%- set state = stockcast.indicator_resume_state_relation(target) -%}
-    {%- if state is none or not execute or not is_incremental() -%}
+    {#- `dbt show` and `dbt compile` run no hooks: no change points table to read -#}
+    {%- if state is none or not execute or not is_incremental()
+        or flags.WHICH not in ('run', 'build') -%}
         {{ return(none) }}
     {%- endif -%}
     {%- if adapter.get_relation(state.database, state.schema, state.identifier) is none -%}
