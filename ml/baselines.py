@@ -474,17 +474,14 @@ def _scalers_before(frame: pd.DataFrame, cutoff, tickers=None) -> dict[str, MinM
     }
 
 
-def _peer_network(window: int, units: int, layers: int, seed: int):
+def _peer_network(window: int, units: int, layers: int):
     import keras
 
-    from ml.model import layer_seeds, seeded_dense, seeded_lstm
-
-    seeds = layer_seeds(seed)
     inputs = keras.Input(shape=(window, 1), name="scaled_closes")
     x = inputs
     for i in range(layers):
-        x = seeded_lstm(units, i < layers - 1, f"lstm_{i}", seeds)(x)
-    outputs = seeded_dense(HORIZONS, "scaled_next_closes", seeds)(x)
+        x = keras.layers.LSTM(units, return_sequences=i < layers - 1, name=f"lstm_{i}")(x)
+    outputs = keras.layers.Dense(HORIZONS, name="scaled_next_closes")(x)
     model = keras.Model(inputs, outputs, name="peer_close_lstm")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
     return model
@@ -553,7 +550,7 @@ def fit_peer_lstm(
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    network = _peer_network(window, units, layers, seed)
+    network = _peer_network(window, units, layers)
     network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
     return PeerFit(cutoff, window, trained, network)
 

@@ -14,7 +14,6 @@ and shape the spread well, not be Gaussian.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -75,39 +74,6 @@ def set_seeds(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def layer_seeds(seed: int) -> Iterator[int]:
-    """One seed per weight initializer and dropout of a network, all drawn from ``seed``.
-
-    Without them Keras draws each from Python's global ``random``, which any other thread of
-    the process (Prefect's, say) can advance between :func:`set_seeds` and the build: the same
-    seed then gave a different network (seen in a CI run)."""
-    rng = np.random.default_rng(seed)
-    while True:
-        yield int(rng.integers(1, 2**31 - 1))
-
-
-def seeded_lstm(units: int, return_sequences: bool, name: str, seeds: Iterator[int]):
-    """Keras's LSTM with its default initializers (Glorot uniform, orthogonal), seeded."""
-    import keras
-
-    return keras.layers.LSTM(
-        units,
-        return_sequences=return_sequences,
-        kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)),
-        recurrent_initializer=keras.initializers.Orthogonal(seed=next(seeds)),
-        name=name,
-    )
-
-
-def seeded_dense(units: int, name: str, seeds: Iterator[int]):
-    """Keras's Dense with its default Glorot uniform initializer, seeded."""
-    import keras
-
-    return keras.layers.Dense(
-        units, kernel_initializer=keras.initializers.GlorotUniform(seed=next(seeds)), name=name
-    )
-
-
 # Keep exp(log_scale) finite in float32 on the standardized target scale.
 LOG_SCALE_BOUND = 7.0
 
@@ -150,14 +116,13 @@ def build_network(window: int, n_features: int, horizons: int, params: ModelPara
     import keras
     from keras import layers
 
-    seeds = layer_seeds(params.seed)
     inputs = keras.Input(shape=(window, n_features), name="features")
     x = inputs
     for i in range(params.layers):
-        x = seeded_lstm(params.units, i < params.layers - 1, f"lstm_{i}", seeds)(x)
+        x = layers.LSTM(params.units, return_sequences=i < params.layers - 1, name=f"lstm_{i}")(x)
         if params.dropout > 0:
-            x = layers.Dropout(params.dropout, seed=next(seeds), name=f"dropout_{i}")(x)
-    outputs = seeded_dense(2 * horizons, "location_log_scale", seeds)(x)
+            x = layers.Dropout(params.dropout, name=f"dropout_{i}")(x)
+    outputs = layers.Dense(2 * horizons, name="location_log_scale")(x)
     model = keras.Model(inputs, outputs, name="stockcast_lstm")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate),
