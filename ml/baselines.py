@@ -550,7 +550,10 @@ def fit_peer_lstm(
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    network = _peer_network(window, units, layers)
+    from ml.model import keras_seeds_from
+
+    with keras_seeds_from(seed):
+        network = _peer_network(window, units, layers)
     network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
     return PeerFit(cutoff, window, trained, network)
 

@@ -14,6 +14,9 @@ and shape the spread well, not be Gaussian.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -72,6 +75,24 @@ def set_seeds(seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+
+
+@contextmanager
+def keras_seeds_from(seed: int) -> Iterator[None]:
+    """Layers built inside draw their unseeded initializers' and dropouts' seeds from a private
+    generator seeded with ``seed``, not from Python's global ``random`` (where Keras draws
+    them), which another thread of the process (Prefect's) can advance between
+    :func:`set_seeds` and the build: the same seed then gave a different network (seen in a
+    CI run). The private generator repeats the global one's draws after ``set_seeds``: the
+    same networks as before, whatever else runs."""
+    from keras.src.random import seed_generator
+
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
 
 
 # Keep exp(log_scale) finite in float32 on the standardized target scale.
@@ -172,7 +193,8 @@ def fit_forecaster(
     set_seeds(params.seed)
     x_scaler = Standardizer.fit(x_train)
     y_scaler = Standardizer.fit(y_train)
-    network = build_network(x_train.shape[1], x_train.shape[2], y_train.shape[1], params)
+    with keras_seeds_from(params.seed):
+        network = build_network(x_train.shape[1], x_train.shape[2], y_train.shape[1], params)
     callbacks = []
     validation = None
     if len(x_stop):

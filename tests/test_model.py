@@ -1,5 +1,9 @@
 """The pure model code with tiny settings: arrays in, arrays out."""
 
+import random
+import threading
+import time
+
 import numpy as np
 import pytest
 
@@ -42,12 +46,31 @@ def test_tiny_lstm_learns_a_signal_and_beats_predicting_zero():
     assert "val_loss" in fitted.history
 
 
-def test_same_seed_same_predictions():
+def test_same_seed_same_predictions_while_other_threads_draw_random_numbers():
+    # A process that trains also runs other threads (Prefect's, a server's) that may draw from
+    # Python's and NumPy's global generators at any time: the seed alone must fix the network.
     x, y = _learnable(n=400)
-    params = ModelParams(window=8, units=4, dropout=0.0, epochs=2, batch_size=64, seed=3)
-    first = fit_forecaster(x[:300], y[:300], x[300:350], y[300:350], params).predict(x[350:])
-    second = fit_forecaster(x[:300], y[:300], x[300:350], y[300:350], params).predict(x[350:])
-    np.testing.assert_allclose(first, second, rtol=1e-6, atol=1e-7)
+    params = ModelParams(window=8, units=4, dropout=0.2, epochs=2, batch_size=64, seed=3)
+    stop = threading.Event()
+
+    def draw() -> None:
+        while not stop.is_set():
+            random.random()
+            np.random.random()
+            time.sleep(1e-4)
+            time.sleep(1e-4)
+
+    drawing = threading.Thread(target=draw, daemon=True)
+    drawing.start()
+    try:
+        fits = [
+            fit_forecaster(x[:300], y[:300], x[300:350], y[300:350], params).predict(x[350:])
+            for _ in range(2)
+        ]
+    finally:
+        stop.set()
+        drawing.join()
+    np.testing.assert_allclose(fits[0], fits[1], rtol=1e-6, atol=1e-7)
 
 
 def test_the_scale_head_learns_where_the_spread_is_wide():
