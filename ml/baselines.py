@@ -545,13 +545,9 @@ def fit_peer_lstm(
     x_train = np.concatenate(x_parts)[..., None]
     y_train = np.concatenate(y_parts)
 
-    import keras
-    import tensorflow as tf
+    from ml.model import keras_seeds_from, set_seeds
 
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-    from ml.model import keras_seeds_from
-
+    set_seeds(seed)
     with keras_seeds_from(seed):
         network = _peer_network(window, units, layers)
     network.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
